@@ -1,0 +1,3 @@
+from telecare.cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""The one policy table: for each resource type, which role may do which action on which relationship.
+
+Deny by default: a (resource, role, action) not listed is forbidden. The authorization matrix test is
+generated from this table. Minimum necessary (45 CFR 164.502(b)): coordinators get scheduling and contact
+data, never clinical content; informatics gets aggregates; admins manage users and settings, not clinical
+content. Clinical roles reach a patient through a care relationship (care team, a visit, or a live
+break-the-glass grant).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from telecare.identity.models import Role
+
+
+class Action(enum.StrEnum):
+    READ = "read"
+    SEARCH = "search"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    EXPORT = "export"
+
+
+# SMART v2 permission letters per action; export needs read and search on the token (`.rs`).
+SCOPE_LETTER = {
+    Action.READ: "r",
+    Action.SEARCH: "s",
+    Action.CREATE: "c",
+    Action.UPDATE: "u",
+    Action.DELETE: "d",
+    Action.EXPORT: "r",
+}
+
+
+class Reach(enum.StrEnum):
+    """How far a grant reaches."""
+
+    OWN = "own"  # the patient's own compartment, or the user's own record
+    CARE = "care"  # patients with a care relationship (care team, visit, break-the-glass)
+    ORG = "org"  # anything in the caller's organization
+
+
+class Resource(enum.StrEnum):
+    PATIENT = "Patient"  # demographics and contact data
+    CARE_TEAM = "CareTeam"
+    PRACTITIONER = "Practitioner"
+    USER = "User"
+    API_TOKEN = "ApiToken"  # noqa: S105 - a resource name
+    AUDIT_EVENT = "AuditEvent"
+    AGGREGATE = "Aggregate"  # de-identified counts for informatics dashboards
+    BREAK_GLASS = "BreakGlass"
+
+
+# Resources whose records belong to one patient (the patient compartment).
+PATIENT_COMPARTMENT = frozenset({Resource.PATIENT, Resource.CARE_TEAM})
+
+R, S, C, U, D, E = (Action.READ, Action.SEARCH, Action.CREATE, Action.UPDATE, Action.DELETE, Action.EXPORT)
+CLINICIANS = (Role.PHYSICIAN, Role.NURSE, Role.THERAPIST, Role.PHARMACIST)
+STAFF = (*CLINICIANS, Role.COORDINATOR, Role.INFORMATICS, Role.ADMIN)
+
+
+def _grant(roles: tuple[Role, ...], reach: Reach, *actions: Action) -> dict[Role, dict[Action, Reach]]:
+    return {role: dict.fromkeys(actions, reach) for role in roles}
+
+
+def _merge(*parts: dict[Role, dict[Action, Reach]]) -> dict[Role, dict[Action, Reach]]:
+    out: dict[Role, dict[Action, Reach]] = {}
+    for part in parts:
+        for role, actions in part.items():
+            out.setdefault(role, {}).update(actions)
+    return out
+
+
+POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
+    Resource.PATIENT: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, U, E),
+        _grant(CLINICIANS, Reach.CARE, R, S, U, E),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S, C, U),
+    ),
+    Resource.CARE_TEAM: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant(CLINICIANS, Reach.CARE, R),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, C, D),
+    ),
+    Resource.PRACTITIONER: _merge(
+        _grant(STAFF, Reach.ORG, R, S),
+        _grant((Role.ADMIN,), Reach.ORG, R, S, C, U),
+    ),
+    Resource.USER: _merge(
+        _grant((Role.PATIENT, *STAFF), Reach.OWN, R),
+        _grant((Role.ADMIN,), Reach.ORG, R, S, C, U),
+    ),
+    Resource.API_TOKEN: _merge(
+        _grant((Role.ADMIN,), Reach.ORG, R, S, C, D),
+    ),
+    Resource.AUDIT_EVENT: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, S),  # accounting of who accessed my record
+        _grant((Role.ADMIN,), Reach.ORG, S, E),
+    ),
+    Resource.AGGREGATE: _merge(
+        _grant((Role.INFORMATICS, Role.ADMIN, Role.COORDINATOR), Reach.ORG, R),
+    ),
+    Resource.BREAK_GLASS: _merge(
+        _grant(CLINICIANS, Reach.ORG, C),
+        _grant((Role.ADMIN,), Reach.ORG, S),  # privacy review of emergency accesses
+    ),
+}
+
+
+def allowed_reach(role: Role, resource: Resource, action: Action) -> Reach | None:
+    return POLICY.get(resource, {}).get(role, {}).get(action)

@@ -1,0 +1,260 @@
+"""The enforcement point below every surface (pages, REST, FHIR, exports, WebSockets).
+
+`require(...)` checks the role policy and token scopes; `patient_scope(...)` gives the ids of the patients a
+principal may reach for a resource and action, and every repository holding patient data starts from it;
+`open_patient(...)` authorises and audits access to one patient's data in the caller's transaction.
+Other domains extend the care relationship (a clinician with a visit) with `register_care_relationship`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, literal, select, union
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telecare.access.models import BreakGlassGrant
+from telecare.access.policy import SCOPE_LETTER, Action, Reach, Resource, allowed_reach
+from telecare.audit import service as audit
+from telecare.audit.models import AuditAction, AuditOutcome, Purpose
+from telecare.core.auth import Principal, defer_independent_write
+from telecare.core.db import Database
+from telecare.core.errors import AppError, Forbidden, NotFound
+from telecare.core.time import utc_now
+from telecare.identity.models import CareTeamMember, Patient, Practitioner
+
+CareRelationship = Callable[[Principal], Select[int]]
+_care_relationships: list[CareRelationship] = []
+
+
+def register_care_relationship(fn: CareRelationship) -> CareRelationship:
+    """Add a source of clinician-patient relationships (e.g. visits). `fn` returns a SELECT of patient ids."""
+    _care_relationships.append(fn)
+    return fn
+
+
+class PatientNotAccessible(NotFound):
+    """The patient does not exist or is outside the caller's reach (no existence oracle)."""
+
+    code = "patient_not_found"
+    title = "Patient not found"
+
+
+def audit_key(session: AsyncSession) -> bytes:
+    db: Database = session.info["db"]
+    return db.settings.secret("audit_hmac_key").encode()
+
+
+def reach_for(principal: Principal, resource: Resource, action: Action) -> Reach:
+    """Role policy intersected with token scopes; raises Forbidden (not audited: no patient involved)."""
+    reach = allowed_reach(principal.role, resource, action)
+    if reach is None or not principal.has_scope(str(resource), SCOPE_LETTER[action]):
+        raise Forbidden(f"Not permitted: {action} {resource}.")
+    if action is Action.EXPORT and not principal.has_scope(str(resource), "s"):
+        raise Forbidden(f"Not permitted: {action} {resource}.")
+    return reach
+
+
+def _care_team_ids(principal: Principal) -> Select[int]:
+    return (
+        select(CareTeamMember.patient_id)
+        .join(Practitioner, Practitioner.id == CareTeamMember.practitioner_id)
+        .where(Practitioner.user_id == principal.user_id, CareTeamMember.org_id == principal.org_id)
+    )
+
+
+def _break_glass_ids(principal: Principal) -> Select[int]:
+    return select(BreakGlassGrant.patient_id).where(
+        BreakGlassGrant.user_id == principal.user_id,
+        BreakGlassGrant.org_id == principal.org_id,
+        BreakGlassGrant.expires_at > utc_now(),
+    )
+
+
+def patient_scope(principal: Principal, resource: Resource, action: Action) -> Select[int]:
+    """SELECT of the patient ids `principal` may reach for (resource, action). Raises Forbidden when the
+    role has no grant at all."""
+    reach = reach_for(principal, resource, action)
+    in_org = Patient.org_id == principal.org_id
+    if reach is Reach.OWN:
+        own = principal.patient_id if principal.patient_id is not None else -1
+        return select(Patient.id).where(in_org, Patient.id == own)
+    if reach is Reach.ORG:
+        return select(Patient.id).where(in_org)
+    sources = [
+        _care_team_ids(principal),
+        _break_glass_ids(principal),
+        *(fn(principal) for fn in _care_relationships),
+    ]
+    return select(Patient.id).where(in_org, Patient.id.in_(union(*sources).scalar_subquery()))
+
+
+async def via_break_glass(session: AsyncSession, principal: Principal, patient_id: int) -> bool:
+    """True when the only reason `principal` reaches the patient is a live break-the-glass grant."""
+    stmt = select(literal(1)).where(
+        Patient.id == patient_id,
+        Patient.id.in_(
+            union(_care_team_ids(principal), *(fn(principal) for fn in _care_relationships)).scalar_subquery()
+        ),
+    )
+    if (await session.execute(stmt)).first() is not None:
+        return False
+    return (
+        await session.execute(
+            select(literal(1)).where(
+                and_(BreakGlassGrant.patient_id == patient_id),
+                BreakGlassGrant.patient_id.in_(_break_glass_ids(principal).scalar_subquery()),
+            )
+        )
+    ).first() is not None
+
+
+def record_denial(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    resource: Resource | str,
+    action: Action,
+    patient_id: int | None,
+    resource_id: str | int | None,
+) -> None:
+    """Audit a refused access; persists even though the request's transaction rolls back."""
+    key = audit_key(session)
+
+    async def write(s: AsyncSession) -> None:
+        await audit.record(
+            s,
+            principal.actor(),
+            key=key,
+            action=AuditAction(str(action)),
+            resource_type=str(resource),
+            resource_id=resource_id,
+            patient_id=patient_id,
+            outcome=AuditOutcome.DENIED,
+            purpose=principal.purpose,
+        )
+
+    defer_independent_write(session, write)
+
+
+async def record_access(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    resource: Resource | str,
+    action: Action | AuditAction,
+    patient_id: int | None,
+    resource_id: str | int | None = None,
+    detail: dict[str, Any] | None = None,
+    purpose: Purpose | None = None,
+) -> None:
+    """Audit a successful access in the caller's transaction."""
+    if purpose is None:
+        purpose = principal.purpose
+        if (
+            patient_id is not None
+            and principal.role.is_clinician
+            and await via_break_glass(session, principal, patient_id)
+        ):
+            purpose = Purpose.EMERGENCY
+    await audit.record(
+        session,
+        principal.actor(),
+        key=audit_key(session),
+        action=AuditAction(str(action)),
+        resource_type=str(resource),
+        resource_id=resource_id,
+        patient_id=patient_id,
+        purpose=purpose,
+        detail=detail,
+    )
+
+
+async def open_patient(
+    session: AsyncSession,
+    principal: Principal,
+    patient_id: int,
+    *,
+    resource: Resource,
+    action: Action,
+    resource_id: str | int | None = None,
+    audit_access: bool = True,
+) -> Patient:
+    """Authorise `action` on `resource` of one patient; audit it; return the patient row.
+
+    A role without the grant gets 403; a patient outside reach gets 404, like one that does not exist."""
+    try:
+        scope = patient_scope(principal, resource, action)
+    except AppError:
+        record_denial(
+            session,
+            principal,
+            resource=resource,
+            action=action,
+            patient_id=patient_id,
+            resource_id=resource_id,
+        )
+        raise
+    patient = (
+        await session.execute(
+            select(Patient).where(Patient.id == patient_id, Patient.id.in_(scope.scalar_subquery()))
+        )
+    ).scalar_one_or_none()
+    if patient is None:
+        record_denial(
+            session,
+            principal,
+            resource=resource,
+            action=action,
+            patient_id=patient_id,
+            resource_id=resource_id,
+        )
+        raise PatientNotAccessible()
+    if audit_access:
+        await record_access(
+            session,
+            principal,
+            resource=resource,
+            action=action,
+            patient_id=patient_id,
+            resource_id=resource_id if resource_id is not None else patient_id,
+        )
+    return patient
+
+
+async def record_search(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    resource: Resource | str,
+    patient_ids: Sequence[int],
+    query: dict[str, Any] | None = None,
+) -> None:
+    """One audit entry per patient whose data a search returned, plus one for the query itself."""
+    await audit.record(
+        session,
+        principal.actor(),
+        key=audit_key(session),
+        action=AuditAction.SEARCH,
+        resource_type=str(resource),
+        detail={"query": query or {}, "count": len(patient_ids)},
+        purpose=principal.purpose,
+    )
+    for pid in sorted(set(patient_ids)):
+        await record_access(session, principal, resource=resource, action=AuditAction.SEARCH, patient_id=pid)
+
+
+# ---- break the glass --------------------------------------------------------------------------------------
+
+
+class BreakGlassRefused(Forbidden):
+    """The emergency-access request lacked a reason or the password was wrong."""
+
+    code = "break_glass_refused"
+    title = "Emergency access refused"
+
+
+def break_glass_duration(session: AsyncSession) -> timedelta:
+    db: Database = session.info["db"]
+    return timedelta(minutes=min(db.settings.break_glass_minutes, 60))  # goal 6: never beyond 60 minutes

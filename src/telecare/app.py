@@ -1,0 +1,71 @@
+"""create_app(): routers, middleware, handlers. No logic."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from telecare import __version__
+from telecare.config import Settings, get_settings
+from telecare.core.auth import public
+from telecare.core.db import Database
+from telecare.core.errors import install_error_handlers
+from telecare.core.events import EventBus
+from telecare.core.middleware import BodyLimit, SecurityHeaders
+from telecare.models import import_all_models
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level)
+    import_all_models()
+    db = Database(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.events.start()
+        try:
+            yield
+        finally:
+            await app.state.events.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Telecare API",
+        version=__version__,
+        lifespan=lifespan,
+        description="Virtual care: visits, patient portal, remote monitoring. Errors are RFC 9457 "
+        "problem+json; FHIR errors are OperationOutcome.",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.events = EventBus(db)
+    install_error_handlers(app)
+
+    from telecare.access.api import router as access_router
+    from telecare.audit.api import router as audit_router
+    from telecare.identity.api import router as identity_router
+    from telecare.web import mount_web
+
+    for router in (identity_router, access_router, audit_router):
+        app.include_router(router)
+    mount_web(app)
+
+    @app.get("/healthz", dependencies=[_public()], tags=["meta"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness probe."""
+        return {"status": "ok", "version": __version__}
+
+    app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _public() -> Any:
+    from fastapi import Depends
+
+    return Depends(public)

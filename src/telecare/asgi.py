@@ -1,0 +1,5 @@
+"""ASGI entry point for uvicorn: `uvicorn telecare.asgi:app`."""
+
+from telecare.app import create_app
+
+app = create_app()

@@ -1,0 +1,52 @@
+"""Reading the audit trail: admins for the organization; patients for accesses to their own record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from telecare.access import service as access
+from telecare.access.policy import Action, Reach, Resource
+from telecare.audit import service as audit
+from telecare.audit.models import AuditAction, AuditEntry, Purpose
+from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.identity.schemas import AuditEventRead
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+@router.get("/audit-events", response_model=list[AuditEventRead])
+async def search_audit(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> list[AuditEntry]:
+    """Audit entries, newest first. Patients see who accessed their own record."""
+    reach = access.reach_for(principal, Resource.AUDIT_EVENT, Action.SEARCH)
+    stmt = select(AuditEntry).where(AuditEntry.org_id == principal.org_id)
+    if reach is Reach.OWN:
+        stmt = stmt.where(AuditEntry.patient_id == (principal.patient_id or -1))
+    if patient_id is not None:
+        stmt = stmt.where(AuditEntry.patient_id == patient_id)
+    if since is not None:
+        stmt = stmt.where(AuditEntry.at >= since)
+    if before_id is not None:
+        stmt = stmt.where(AuditEntry.id < before_id)
+    rows = list((await session.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit))).scalars())
+    await audit.record(
+        session,
+        principal.actor(),
+        key=access.audit_key(session),
+        action=AuditAction.SEARCH,
+        resource_type=str(Resource.AUDIT_EVENT),
+        patient_id=patient_id,
+        purpose=Purpose.OPERATIONS,
+        detail={"count": len(rows)},
+    )
+    return rows

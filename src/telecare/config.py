@@ -1,0 +1,116 @@
+"""Settings: the only reader of the environment (TELECARE_* variables and an optional .env file)."""
+
+from __future__ import annotations
+
+import base64
+import enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(enum.StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TEST = "test"
+
+
+# Development-only fallbacks. Production refuses to start without real values (see _require_secrets).
+_DEV_SECRET = "telecare-development-secret-not-for-production-use-000000"  # noqa: S105 - development only; refused in production
+_DEV_DATA_KEY = base64.urlsafe_b64encode(b"telecare-dev-data-key-32-bytes!!").decode()
+
+
+class Settings(BaseSettings):
+    """Every setting Telecare reads. Each is an environment variable with the TELECARE_ prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="TELECARE_", env_file=".env", extra="ignore")
+
+    mode: Mode = Mode.DEVELOPMENT
+    database_url: str = "sqlite:///var/telecare.db"
+    data_dir: Path = Path("var")
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    session_secret: SecretStr | None = None
+    audit_hmac_key: SecretStr | None = None
+    data_key: SecretStr | None = Field(
+        default=None, description="base64url of 32 random bytes: AES-256-GCM key for secrets and blobs"
+    )
+
+    staff_idle_minutes: int = 15  # NIST SP 800-63B AAL3 inactivity bound (SECURITY_RELIABILITY.md 1.5)
+    patient_idle_minutes: int = 30  # NIST SP 800-63B AAL2 inactivity bound
+    session_absolute_hours: int = 12  # NIST SP 800-63B re-authentication at least every 12 h
+    break_glass_minutes: int = 60  # goal 6 in SECURITY_RELIABILITY.md: access expires <= 60 min
+
+    login_max_failures: int = 5
+    login_lockout_minutes: int = 15
+    login_rate_per_ip_per_minute: int = 30
+    totp_rate_per_user_per_minute: int = 5
+
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 20 * 1024 * 1024  # goal 15: uploads <= 20 MB
+
+    argon2_time_cost: int = 2  # OWASP minimum for argon2id: m >= 19 MiB, t >= 2, p = 1 (goal 16)
+    argon2_memory_kib: int = 19_456
+    argon2_parallelism: int = 1
+
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "telecare@localhost"
+
+    cookie_secure: bool = False
+    trusted_proxies: list[str] = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        if value.startswith(("postgres://", "postgresql://")):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///") and not value.startswith("sqlite+aiosqlite"):
+            return "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        return value
+
+    @model_validator(mode="after")
+    def _require_secrets(self) -> Settings:
+        missing = [
+            name for name in ("session_secret", "audit_hmac_key", "data_key") if getattr(self, name) is None
+        ]
+        if missing and self.mode is Mode.PRODUCTION:
+            names = ", ".join("TELECARE_" + n.upper() for n in missing)
+            raise ValueError(f"production mode requires {names}")
+        if self.session_secret is None:
+            self.session_secret = SecretStr(_DEV_SECRET)
+        if self.audit_hmac_key is None:
+            self.audit_hmac_key = SecretStr(_DEV_SECRET + "-audit")
+        if self.data_key is None:
+            self.data_key = SecretStr(_DEV_DATA_KEY)
+        key = base64.urlsafe_b64decode(self.data_key.get_secret_value() + "==")
+        if len(key) != 32:
+            raise ValueError("TELECARE_DATA_KEY must be base64url of exactly 32 bytes")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        assert isinstance(value, SecretStr)
+        return value.get_secret_value()
+
+    @property
+    def data_key_bytes(self) -> bytes:
+        return base64.urlsafe_b64decode(self.secret("data_key") + "==")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

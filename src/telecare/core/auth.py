@@ -1,0 +1,200 @@
+"""Who is calling: the Principal, and the FastAPI dependencies every route declares.
+
+A route declares exactly one of `Public`, `Authenticated(...)` (web session or API token) or a domain's own
+authenticator built with `auth_dependency` (device keys, Nightscout secrets). The route-coverage test
+fails on any route without one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telecare.audit.models import Purpose
+from telecare.audit.service import Actor
+from telecare.config import Settings
+from telecare.core.db import Database
+from telecare.core.errors import AppError, Forbidden, MfaRequired, NotAuthenticated
+from telecare.identity.models import Role
+
+SESSION_COOKIE = "tc_session"
+CSRF_HEADER = "x-csrf-token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller, resolved once per request."""
+
+    user_id: int
+    org_id: int
+    role: Role
+    kind: str  # "session" | "token" | "system"
+    client_addr: str | None = None
+    scopes: frozenset[str] | None = None  # None: a web session (role policy only)
+    session_id: int | None = None
+    mfa_verified: bool = False
+    patient_id: int | None = None  # for role patient: their own record
+    practitioner_id: int | None = None  # for clinical roles
+    email: str = ""
+    display_name: str = ""
+    csrf_token: str | None = None
+    purpose: Purpose = Purpose.TREATMENT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def actor(self) -> Actor:
+        return Actor(self.user_id, self.org_id, str(self.role), self.kind, self.client_addr)
+
+    def has_scope(self, resource: str, letter: str) -> bool:
+        """SMART v2-style scopes: `user/Patient.rs`, `user/*.cruds`, `patient/Observation.r`."""
+        if self.scopes is None:
+            return True
+        for scope in self.scopes:
+            _, _, body = scope.partition("/")
+            res, _, letters = body.partition(".")
+            if res in ("*", resource) and letter in letters:
+                return True
+        return False
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def client_addr(request: Request) -> str | None:
+    settings = settings_of(request)
+    peer = request.client.host if request.client else None
+    if peer and peer in settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        return forwarded or peer
+    return peer
+
+
+async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One unit of work per request. Denials queued on request.state are audited after a rollback."""
+    db: Database = request.app.state.db
+    request.state.post_rollback = []
+    try:
+        async with db.unit_of_work() as session:
+            session.info["request"] = request
+            yield session
+    except AppError:
+        await _run_post_rollback(request)
+        raise
+    else:
+        await _run_post_rollback(request)
+
+
+async def _run_post_rollback(request: Request) -> None:
+    jobs: list[Callable[[AsyncSession], Awaitable[None]]] = getattr(request.state, "post_rollback", [])
+    if not jobs:
+        return
+    request.state.post_rollback = []
+    db: Database = request.app.state.db
+    async with db.unit_of_work() as session:
+        for job in jobs:
+            await job(session)
+
+
+def defer_independent_write(session: AsyncSession, job: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    """Queue a write that must persist even if the request's own transaction rolls back (denied-access
+    audit entries). Runs in a fresh transaction after the request's unit of work has ended."""
+    request: Request | None = session.info.get("request")
+    if request is None:
+        session.info.setdefault("post_rollback", []).append(job)
+    else:
+        request.state.post_rollback.append(job)
+
+
+DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def auth_dependency(fn: F) -> F:
+    """Mark a dependency as an authentication declaration (checked by the route-coverage test)."""
+    fn.__telecare_auth__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+@auth_dependency
+async def public() -> None:
+    """Declares a route public (login page, static files, health)."""
+
+
+async def resolve_principal(request: Request, session: AsyncSession) -> Principal | None:
+    from telecare.identity import sessions as identity_sessions
+
+    header = request.headers.get("authorization", "")
+    addr = client_addr(request)
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise NotAuthenticated(
+                "Use 'Authorization: Bearer <token>'.", headers={"WWW-Authenticate": "Bearer"}
+            )
+        principal = await identity_sessions.principal_from_token(session, token.strip(), addr)
+        if principal is None:
+            raise NotAuthenticated(
+                "The token is invalid, expired or revoked.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return await identity_sessions.principal_from_session(session, cookie, addr)
+    return None
+
+
+async def _check_csrf(request: Request, principal: Principal) -> None:
+    if principal.kind != "session" or request.method not in UNSAFE_METHODS:
+        return
+    supplied = request.headers.get(CSRF_HEADER)
+    if supplied is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get("csrf_token")
+        supplied = value if isinstance(value, str) else None
+    from telecare.core.crypto import constant_time_equal
+
+    if (
+        not supplied
+        or principal.csrf_token is None
+        or not constant_time_equal(supplied, principal.csrf_token)
+    ):
+        raise Forbidden("Missing or wrong CSRF token.")
+
+
+def Authenticated(  # noqa: N802 - reads as a declaration on the route
+    *roles: Role, allow_unverified_mfa: bool = False
+) -> Any:
+    """Dependency: a web session (CSRF-checked on unsafe methods) or a bearer token, optionally limited to
+    roles. Staff sessions must have completed TOTP unless `allow_unverified_mfa` (the TOTP pages)."""
+
+    @auth_dependency
+    async def dependency(request: Request, session: DbSession) -> Principal:
+        principal = await resolve_principal(request, session)
+        if principal is None:
+            raise NotAuthenticated()
+        if (
+            principal.kind == "session"
+            and principal.role.is_staff
+            and not principal.mfa_verified
+            and not allow_unverified_mfa
+        ):
+            raise MfaRequired("Complete two-factor verification first.")
+        await _check_csrf(request, principal)
+        if roles and principal.role not in roles:
+            raise Forbidden("Your role cannot use this operation.")
+        request.state.principal = principal
+        return principal
+
+    return Depends(dependency)
+
+
+CurrentPrincipal = Annotated[Principal, Authenticated()]

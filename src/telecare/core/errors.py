@@ -1,0 +1,257 @@
+"""One error model. Services raise AppError subclasses; `install_error_handlers` renders them as
+RFC 9457 problem+json on the API, an OperationOutcome under /fhir/R4 and a friendly page in the web UI.
+Messages carry ids and field names only, never health data or names."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class AppError(Exception):
+    """Base of every expected error. `code` is stable and documented; `status_code` is the HTTP status."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail or self.title
+        self.errors = errors or []
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(self.detail)
+
+
+class ValidationFailed(AppError):
+    """The request body or parameters do not meet the contract; `errors` names each field."""
+
+    status_code = 422
+    code = "validation_failed"
+    title = "Validation failed"
+
+
+class NotAuthenticated(AppError):
+    """No valid session, token or device key."""
+
+    status_code = 401
+    code = "not_authenticated"
+    title = "Authentication required"
+
+
+class MfaRequired(AppError):
+    """Staff session has not completed TOTP verification."""
+
+    status_code = 401
+    code = "mfa_required"
+    title = "Two-factor verification required"
+
+
+class Forbidden(AppError):
+    """Authenticated but not allowed."""
+
+    status_code = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(AppError):
+    """The resource does not exist or the caller may not know it exists."""
+
+    status_code = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(AppError):
+    """The request conflicts with the current state."""
+
+    status_code = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class TooManyRequests(AppError):
+    """Rate limit hit; see Retry-After."""
+
+    status_code = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class PayloadTooLarge(AppError):
+    """The request body exceeds the configured limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or "body"
+
+
+def validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    # pydantic's messages are generic ("Field required"); its `input` is dropped: it may hold health data.
+    return [FieldError(_field_name(e.get("loc", ())), str(e.get("msg", "invalid"))) for e in exc.errors()]
+
+
+def _problem(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"https://telecare.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "detail": e.message} for e in errors]
+    body.update(extra)
+    return body
+
+
+def _operation_outcome(status: int, code: str, detail: str, errors: list[FieldError]) -> dict[str, Any]:
+    fhir_code = {
+        400: "invalid",
+        401: "login",
+        403: "forbidden",
+        404: "not-found",
+        409: "conflict",
+        413: "too-costly",
+        422: "invalid",
+        429: "throttled",
+    }.get(status, "exception")
+    issues: list[dict[str, Any]] = [
+        {
+            "severity": "error",
+            "code": fhir_code,
+            "diagnostics": f"{e.field}: {e.message}",
+            "expression": [e.field],
+        }
+        for e in errors
+    ] or [{"severity": "error", "code": fhir_code, "diagnostics": detail, "details": {"text": code}}]
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(("/api/", "/fhir/")):
+        return False
+    return "text/html" in request.headers.get("accept", "") or request.method in ("GET", "POST")
+
+
+def render_error(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    errors = errors or []
+    path = request.url.path
+    if path.startswith("/fhir/"):
+        return JSONResponse(
+            _operation_outcome(status, code, detail, errors),
+            status_code=status,
+            media_type=FHIR_JSON,
+            headers=headers,
+        )
+    if not path.startswith(("/api/", "/ws/")) and wants_html(request):
+        renderer = getattr(request.app.state, "error_page", None)
+        if renderer is not None:
+            response: Response = renderer(request, status, title, detail, errors)
+            for key, value in (headers or {}).items():
+                response.headers[key] = value
+            return response
+        return HTMLResponse(f"<h1>{title}</h1><p>{detail}</p>", status_code=status, headers=headers)
+    return JSONResponse(
+        _problem(request, status, code, title, detail, errors, extra or {}),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> Response:
+        return render_error(
+            request, exc.status_code, exc.code, exc.title, exc.detail, exc.errors, exc.headers, exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return render_error(
+            request,
+            422,
+            ValidationFailed.code,
+            ValidationFailed.title,
+            "The request does not meet the contract; see errors.",
+            validation_errors(exc),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}.get(
+            exc.status_code, "http_error"
+        )
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return render_error(
+            request,
+            exc.status_code,
+            code,
+            title,
+            str(exc.detail) if exc.status_code != 404 else "Not found",
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Log the type and route only: exception text may echo values.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url.path, frames)
+        return render_error(
+            request,
+            500,
+            "internal_error",
+            "Internal error",
+            "An unexpected error occurred; it has been logged.",
+        )

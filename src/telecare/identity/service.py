@@ -1,0 +1,673 @@
+"""Identity rules: users, login, TOTP, tokens, patients, care teams, CSV import."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telecare.access import service as access
+from telecare.access.policy import Action, Reach, Resource
+from telecare.audit import service as audit
+from telecare.audit.models import AuditAction, AuditOutcome, Purpose
+from telecare.core.auth import Principal
+from telecare.core.db import Database
+from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from telecare.core.time import utc_now
+from telecare.identity import sessions
+from telecare.identity.models import (
+    ApiToken,
+    CareTeamMember,
+    Organization,
+    Patient,
+    Practitioner,
+    Role,
+    User,
+)
+from telecare.identity.schemas import PatientCreate, PatientUpdate
+
+
+class EmailTaken(Conflict):
+    """A user with this email already exists."""
+
+    code = "email_taken"
+    title = "Email already registered"
+
+
+class MrnTaken(Conflict):
+    """The organization already has a patient with this MRN."""
+
+    code = "mrn_taken"
+    title = "MRN already registered"
+
+
+def _db(session: AsyncSession) -> Database:
+    db: Database = session.info["db"]
+    return db
+
+
+# ---- users ------------------------------------------------------------------------------------------------
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    org_id: int,
+    email: str,
+    role: Role,
+    display_name: str,
+    password: str | None,
+    actor: audit.Actor = audit.SYSTEM_ACTOR,
+) -> User:
+    email = email.strip().lower()
+    if (await session.execute(select(User.id).where(func.lower(User.email) == email))).first():
+        raise EmailTaken(errors=[FieldError("email", "already registered")])
+    settings = _db(session).settings
+    user = User(
+        org_id=org_id,
+        email=email,
+        role=role,
+        display_name=display_name,
+        password_hash=sessions.passwords(settings).hash(password) if password else None,
+    )
+    session.add(user)
+    await session.flush()
+    if role.is_staff:
+        sessions.set_totp_secret(settings, user, sessions.new_totp_secret())
+    await audit.record(
+        session,
+        actor,
+        key=access.audit_key(session),
+        action=AuditAction.CREATE,
+        resource_type="User",
+        resource_id=user.id,
+        org_id=org_id,
+        purpose=Purpose.OPERATIONS,
+        detail={"role": str(role)},
+    )
+    return user
+
+
+async def set_active(session: AsyncSession, principal: Principal, *, user_id: int, active: bool) -> User:
+    """Disabling a user revokes every session and token in the same transaction (goal 19)."""
+    user = await get_user(session, principal, user_id=user_id, action=Action.UPDATE)
+    if user.id == principal.user_id and not active:
+        raise Forbidden("You cannot disable your own account.")
+    user.is_active = active
+    user.disabled_at = None if active else utc_now()
+    if not active:
+        await sessions.revoke_all_credentials(session, user.id)
+    await audit.record(
+        session,
+        principal.actor(),
+        key=access.audit_key(session),
+        action=AuditAction.UPDATE,
+        resource_type="User",
+        resource_id=user.id,
+        purpose=Purpose.OPERATIONS,
+        detail={"is_active": active},
+    )
+    return user
+
+
+async def get_user(
+    session: AsyncSession, principal: Principal, *, user_id: int, action: Action = Action.READ
+) -> User:
+    reach = access.reach_for(principal, Resource.USER, action)
+    user = await session.get(User, user_id)
+    if (
+        user is None
+        or user.org_id != principal.org_id
+        or (reach is Reach.OWN and user.id != principal.user_id)
+    ):
+        raise NotFound("No such user.")
+    return user
+
+
+async def list_users(session: AsyncSession, principal: Principal) -> list[User]:
+    reach = access.reach_for(principal, Resource.USER, Action.SEARCH)
+    stmt = select(User).where(User.org_id == principal.org_id).order_by(User.id)
+    if reach is Reach.OWN:
+        stmt = stmt.where(User.id == principal.user_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+# ---- login and TOTP ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoginOutcome:
+    user: User | None
+    ok: bool
+    reason: str = ""
+    retry_after: int | None = None
+
+
+async def authenticate(
+    session: AsyncSession, *, email: str, password: str, client_addr: str | None
+) -> LoginOutcome:
+    """Check a password with per-IP rate limits and per-account lockout. Never raises for bad credentials,
+    so the failure count and audit entry commit with the response."""
+    settings = _db(session).settings
+    await sessions.hit_rate_limit(
+        session,
+        f"login-ip:{client_addr}",
+        limit=settings.login_rate_per_ip_per_minute,
+        window=timedelta(minutes=1),
+    )
+    email = email.strip().lower()
+    user = (await session.execute(select(User).where(func.lower(User.email) == email))).scalar_one_or_none()
+    hasher = sessions.passwords(settings)
+    now = utc_now()
+    key = access.audit_key(session)
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        hasher.verify(None, password)  # same cost as a real check
+        retry = int((user.locked_until - now).total_seconds()) + 1
+        await _audit_login(session, user, client_addr, AuditOutcome.DENIED, key, "locked")
+        return LoginOutcome(user, False, "locked", retry)
+    valid = hasher.verify(user.password_hash if user else None, password)
+    if user is None or not valid or not user.is_active:
+        if user is not None:
+            user.failed_logins += 1
+            if user.failed_logins >= settings.login_max_failures:
+                user.locked_until = now + timedelta(minutes=settings.login_lockout_minutes)
+                user.failed_logins = 0
+            await _audit_login(session, user, client_addr, AuditOutcome.FAILURE, key, "bad_credentials")
+        return LoginOutcome(None, False, "bad_credentials")
+    user.failed_logins = 0
+    user.locked_until = None
+    assert user.password_hash is not None
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
+    await _audit_login(session, user, client_addr, AuditOutcome.SUCCESS, key, "password")
+    return LoginOutcome(user, True)
+
+
+async def _audit_login(
+    session: AsyncSession, user: User, client_addr: str | None, outcome: AuditOutcome, key: bytes, step: str
+) -> None:
+    actor = audit.Actor(user.id, user.org_id, str(user.role), "session", client_addr)
+    await audit.record(
+        session,
+        actor,
+        key=key,
+        action=AuditAction.LOGIN,
+        resource_type="User",
+        resource_id=user.id,
+        outcome=outcome,
+        purpose=Purpose.SYSTEM,
+        detail={"step": step},
+    )
+
+
+async def verify_second_factor(
+    session: AsyncSession, *, user: User, code: str, client_addr: str | None
+) -> bool:
+    """TOTP check with a per-user rate limit; a code is accepted once (replay rejected)."""
+    settings = _db(session).settings
+    await sessions.hit_rate_limit(
+        session,
+        f"totp-user:{user.id}",
+        limit=settings.totp_rate_per_user_per_minute,
+        window=timedelta(minutes=1),
+    )
+    ok = sessions.verify_totp(settings, user, code)
+    if ok and user.totp_enrolled_at is None:
+        user.totp_enrolled_at = utc_now()
+    await _audit_login(
+        session,
+        user,
+        client_addr,
+        AuditOutcome.SUCCESS if ok else AuditOutcome.FAILURE,
+        access.audit_key(session),
+        "totp",
+    )
+    return ok
+
+
+async def mark_session_verified(session: AsyncSession, session_id: int) -> None:
+    from telecare.identity.models import WebSession
+
+    record = await session.get(WebSession, session_id)
+    if record is not None:
+        record.mfa_verified = True
+
+
+def enrolment_secret(session: AsyncSession, user: User) -> str:
+    """The TOTP secret to show during enrolment; refused once enrolled."""
+    if user.totp_enrolled_at is not None:
+        raise Forbidden("Two-factor authentication is already enrolled.")
+    secret = sessions.totp_secret(_db(session).settings, user)
+    if secret is None:
+        raise NotFound("No enrolment pending.")
+    return secret
+
+
+# ---- API tokens -------------------------------------------------------------------------------------------
+
+
+async def issue_token(
+    session: AsyncSession,
+    *,
+    user: User,
+    scopes: list[str],
+    name: str,
+    expires_in_days: int | None,
+    actor: audit.Actor,
+) -> tuple[ApiToken, str]:
+    if not user.is_active:
+        raise Forbidden("The user is disabled.")
+    expires = utc_now() + timedelta(days=expires_in_days) if expires_in_days else None
+    record, token = await sessions.create_api_token(
+        session, user, scopes=scopes, name=name, expires_at=expires
+    )
+    await audit.record(
+        session,
+        actor,
+        key=access.audit_key(session),
+        action=AuditAction.CREATE,
+        resource_type="ApiToken",
+        resource_id=record.id,
+        org_id=user.org_id,
+        purpose=Purpose.OPERATIONS,
+        detail={"user_id": user.id, "scopes": record.scopes},
+    )
+    return record, token
+
+
+async def revoke_token(session: AsyncSession, principal: Principal, *, token_id: int) -> ApiToken:
+    access.reach_for(principal, Resource.API_TOKEN, Action.DELETE)
+    record = await session.get(ApiToken, token_id)
+    if record is None or record.org_id != principal.org_id:
+        raise NotFound("No such token.")
+    if record.revoked_at is None:
+        record.revoked_at = utc_now()
+        await audit.record(
+            session,
+            principal.actor(),
+            key=access.audit_key(session),
+            action=AuditAction.DELETE,
+            resource_type="ApiToken",
+            resource_id=record.id,
+            purpose=Purpose.OPERATIONS,
+        )
+    return record
+
+
+async def list_tokens(session: AsyncSession, principal: Principal) -> list[ApiToken]:
+    access.reach_for(principal, Resource.API_TOKEN, Action.SEARCH)
+    return list(
+        (
+            await session.execute(
+                select(ApiToken).where(ApiToken.org_id == principal.org_id).order_by(ApiToken.id)
+            )
+        ).scalars()
+    )
+
+
+# ---- patients ---------------------------------------------------------------------------------------------
+
+
+async def get_patient(session: AsyncSession, principal: Principal, *, patient_id: int) -> Patient:
+    return await access.open_patient(
+        session, principal, patient_id, resource=Resource.PATIENT, action=Action.READ
+    )
+
+
+async def search_patients(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str | None = None,
+    mrn: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Patient], int]:
+    scope = access.patient_scope(principal, Resource.PATIENT, Action.SEARCH)
+    stmt = select(Patient).where(Patient.id.in_(scope.scalar_subquery()))
+    if name:
+        pattern = f"%{name.strip().lower()}%"
+        stmt = stmt.where(
+            func.lower(Patient.family_name + " " + Patient.given_name).like(pattern)
+            | func.lower(Patient.given_name + " " + Patient.family_name).like(pattern)
+        )
+    if mrn:
+        stmt = stmt.where(Patient.mrn == mrn.strip())
+    if state:
+        stmt = stmt.where(Patient.state == state.strip().upper())
+    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    rows = list(
+        (
+            await session.execute(
+                stmt.order_by(Patient.family_name, Patient.given_name, Patient.id).limit(limit).offset(offset)
+            )
+        ).scalars()
+    )
+    await access.record_search(
+        session,
+        principal,
+        resource=Resource.PATIENT,
+        patient_ids=[p.id for p in rows],
+        query={k: bool(v) for k, v in (("name", name), ("mrn", mrn), ("state", state))},
+    )
+    return rows, total
+
+
+async def _mrn_free(session: AsyncSession, org_id: int, mrn: str) -> bool:
+    return (
+        await session.execute(select(Patient.id).where(Patient.org_id == org_id, Patient.mrn == mrn))
+    ).first() is None
+
+
+async def create_patient(session: AsyncSession, principal: Principal, *, data: PatientCreate) -> Patient:
+    access.reach_for(principal, Resource.PATIENT, Action.CREATE)
+    if not await _mrn_free(session, principal.org_id, data.mrn):
+        raise MrnTaken(errors=[FieldError("mrn", "already registered in this organization")])
+    patient = Patient(org_id=principal.org_id, **data.model_dump())
+    session.add(patient)
+    await session.flush()
+    await access.record_access(
+        session,
+        principal,
+        resource=Resource.PATIENT,
+        action=Action.CREATE,
+        patient_id=patient.id,
+        resource_id=patient.id,
+    )
+    return patient
+
+
+async def update_patient(
+    session: AsyncSession, principal: Principal, *, patient_id: int, data: PatientUpdate
+) -> Patient:
+    patient = await access.open_patient(
+        session, principal, patient_id, resource=Resource.PATIENT, action=Action.UPDATE
+    )
+    changes = data.model_dump(exclude_unset=True)
+    for required in ("given_name", "family_name", "state"):
+        if required in changes and changes[required] is None:
+            raise ValidationFailed(errors=[FieldError(required, "cannot be empty")])
+    for key, value in changes.items():
+        setattr(patient, key, value)
+    await session.flush()
+    return patient
+
+
+async def care_team(session: AsyncSession, principal: Principal, *, patient_id: int) -> list[dict[str, Any]]:
+    await access.open_patient(session, principal, patient_id, resource=Resource.CARE_TEAM, action=Action.READ)
+    rows = (
+        await session.execute(
+            select(CareTeamMember, Practitioner, User)
+            .join(Practitioner, Practitioner.id == CareTeamMember.practitioner_id)
+            .join(User, User.id == Practitioner.user_id)
+            .where(CareTeamMember.patient_id == patient_id)
+            .order_by(CareTeamMember.id)
+        )
+    ).all()
+    return [
+        {
+            "id": m.id,
+            "patient_id": m.patient_id,
+            "practitioner_id": p.id,
+            "user_id": u.id,
+            "display_name": u.display_name,
+            "credentials": p.credentials,
+            "role": m.role,
+        }
+        for m, p, u in rows
+    ]
+
+
+async def add_care_team_member(
+    session: AsyncSession, principal: Principal, *, patient_id: int, practitioner_id: int, role: str
+) -> CareTeamMember:
+    await access.open_patient(
+        session, principal, patient_id, resource=Resource.CARE_TEAM, action=Action.CREATE
+    )
+    practitioner = await session.get(Practitioner, practitioner_id)
+    if practitioner is None or practitioner.org_id != principal.org_id:
+        raise ValidationFailed(errors=[FieldError("practitioner_id", "no such practitioner")])
+    existing = (
+        await session.execute(
+            select(CareTeamMember).where(
+                CareTeamMember.patient_id == patient_id, CareTeamMember.practitioner_id == practitioner_id
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    member = CareTeamMember(
+        org_id=principal.org_id, patient_id=patient_id, practitioner_id=practitioner_id, role=role
+    )
+    session.add(member)
+    await session.flush()
+    return member
+
+
+async def remove_care_team_member(
+    session: AsyncSession, principal: Principal, *, patient_id: int, member_id: int
+) -> None:
+    await access.open_patient(
+        session,
+        principal,
+        patient_id,
+        resource=Resource.CARE_TEAM,
+        action=Action.DELETE,
+        resource_id=member_id,
+    )
+    member = await session.get(CareTeamMember, member_id)
+    # The owner key is part of the lookup (OpenEMR #11853: never delete by id alone).
+    if member is None or member.patient_id != patient_id:
+        raise NotFound("No such care team member.")
+    await session.delete(member)
+    await session.flush()
+
+
+async def export_patient(session: AsyncSession, principal: Principal, *, patient_id: int) -> dict[str, Any]:
+    """The patient's compartment as JSON (right of access; clinician export). Audited as export."""
+    from telecare.identity.schemas import PatientRead
+
+    patient = await access.open_patient(
+        session, principal, patient_id, resource=Resource.PATIENT, action=Action.EXPORT
+    )
+    team = (
+        await session.execute(
+            select(CareTeamMember, Practitioner, User)
+            .join(Practitioner, Practitioner.id == CareTeamMember.practitioner_id)
+            .join(User, User.id == Practitioner.user_id)
+            .where(CareTeamMember.patient_id == patient_id)
+        )
+    ).all()
+    bundle: dict[str, Any] = {
+        "exported_at": utc_now().isoformat(),
+        "patient": PatientRead.model_validate(patient).model_dump(mode="json"),
+        "care_team": [
+            {"display_name": u.display_name, "credentials": p.credentials, "role": m.role} for m, p, u in team
+        ],
+    }
+    for section, exporter in _exporters.items():
+        bundle[section] = await exporter(session, principal, patient_id)
+    return bundle
+
+
+_exporters: dict[str, Any] = {}
+
+
+def register_exporter(section: str, fn: Any) -> None:
+    """Other domains add their part of the patient compartment to exports."""
+    _exporters[section] = fn
+
+
+async def practitioners(
+    session: AsyncSession, principal: Principal, practitioner_id: int | None = None
+) -> list[dict[str, Any]]:
+    from telecare.identity.models import CompactPrivilege, License
+
+    access.reach_for(principal, Resource.PRACTITIONER, Action.READ if practitioner_id else Action.SEARCH)
+    stmt = (
+        select(Practitioner, User)
+        .join(User, User.id == Practitioner.user_id)
+        .where(Practitioner.org_id == principal.org_id)
+        .order_by(Practitioner.id)
+    )
+    if practitioner_id is not None:
+        stmt = stmt.where(Practitioner.id == practitioner_id)
+    rows = (await session.execute(stmt)).all()
+    if practitioner_id is not None and not rows:
+        raise NotFound("No such practitioner.")
+    ids = [p.id for p, _ in rows]
+    licenses = (
+        (
+            await session.execute(
+                select(License).where(License.practitioner_id.in_(ids)).order_by(License.state)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    privileges = (
+        (await session.execute(select(CompactPrivilege).where(CompactPrivilege.practitioner_id.in_(ids))))
+        .scalars()
+        .all()
+    )
+    out = []
+    for p, u in rows:
+        out.append(
+            {
+                "id": p.id,
+                "user_id": u.id,
+                "display_name": u.display_name,
+                "role": u.role,
+                "npi": p.npi,
+                "credentials": p.credentials,
+                "specialties": p.specialties,
+                "residence_state": p.residence_state,
+                "licenses": [lic for lic in licenses if lic.practitioner_id == p.id],
+                "compact_privileges": [c for c in privileges if c.practitioner_id == p.id],
+            }
+        )
+    return out
+
+
+async def patients_by_state(session: AsyncSession, principal: Principal) -> list[tuple[str, int]]:
+    """Aggregate counts only: no patient-level data (informatics)."""
+    access.reach_for(principal, Resource.AGGREGATE, Action.READ)
+    rows = (
+        await session.execute(
+            select(Patient.state, func.count())
+            .where(Patient.org_id == principal.org_id)
+            .group_by(Patient.state)
+            .order_by(Patient.state)
+        )
+    ).all()
+    return [(state, count) for state, count in rows]
+
+
+# ---- CSV import -------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = [
+    "mrn",
+    "given_name",
+    "family_name",
+    "birth_date",
+    "sex",
+    "email",
+    "phone",
+    "address_line",
+    "city",
+    "state",
+    "postal_code",
+    "preferred_language",
+    "emergency_contact_name",
+    "emergency_contact_phone",
+    "care_team_emails",
+]
+REQUIRED_CSV = {"mrn", "given_name", "family_name", "birth_date", "sex", "state"}
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def import_patients_csv(session: AsyncSession, *, org: Organization, text: str) -> ImportReport:
+    """All or nothing: any bad row (reported by line number and column) imports nothing."""
+    report = ImportReport()
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = REQUIRED_CSV - set(header)
+    if missing:
+        report.errors.append(f"line 1: missing column(s): {', '.join(sorted(missing))}")
+        return report
+    unknown = set(header) - set(CSV_COLUMNS)
+    if unknown:
+        report.errors.append(f"line 1: unknown column(s): {', '.join(sorted(unknown))}")
+        return report
+    staff = {
+        u.email.lower(): u
+        for u in (
+            await session.execute(select(User).where(User.org_id == org.id, User.role != "patient"))
+        ).scalars()
+    }
+    practitioner_of = {
+        p.user_id: p
+        for p in (await session.execute(select(Practitioner).where(Practitioner.org_id == org.id))).scalars()
+    }
+    seen: dict[str, int] = {}
+    pending: list[tuple[PatientCreate, list[int]]] = []
+    for raw in reader:
+        line = reader.line_num
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        data = {k: v for k, v in row.items() if k != "care_team_emails" and v != ""}
+        try:
+            model = PatientCreate.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                col = ".".join(str(p) for p in err["loc"]) or "row"
+                report.errors.append(f"line {line}: {col}: {err['msg']}")
+            continue
+        if model.mrn in seen:
+            report.errors.append(f"line {line}: mrn: duplicates line {seen[model.mrn]}")
+            continue
+        seen[model.mrn] = line
+        if not await _mrn_free(session, org.id, model.mrn):
+            report.errors.append(f"line {line}: mrn: already registered in this organization")
+            continue
+        team: list[int] = []
+        for email in filter(None, (e.strip().lower() for e in row.get("care_team_emails", "").split(";"))):
+            user = staff.get(email)
+            if user is None or user.id not in practitioner_of:
+                report.errors.append(f"line {line}: care_team_emails: {email} is not a clinician here")
+                continue
+            team.append(practitioner_of[user.id].id)
+        pending.append((model, team))
+    if report.errors:
+        return report
+    for model, team in pending:
+        patient = Patient(org_id=org.id, **model.model_dump())
+        session.add(patient)
+        await session.flush()
+        for practitioner_id in team:
+            session.add(CareTeamMember(org_id=org.id, patient_id=patient.id, practitioner_id=practitioner_id))
+        await audit.record(
+            session,
+            audit.SYSTEM_ACTOR,
+            key=access.audit_key(session),
+            action=AuditAction.CREATE,
+            resource_type="Patient",
+            resource_id=patient.id,
+            patient_id=patient.id,
+            org_id=org.id,
+            purpose=Purpose.OPERATIONS,
+            detail={"via": "csv_import"},
+        )
+        report.created += 1
+    return report

@@ -1,0 +1,306 @@
+"""Authentication state: web sessions, API tokens, passwords, TOTP, lockout and rate limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pyotp
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telecare.config import Settings
+from telecare.core.crypto import Passwords, new_token, seal, token_digest, unseal
+from telecare.core.db import Database
+from telecare.core.errors import TooManyRequests
+from telecare.core.time import utc_now
+from telecare.identity.models import ApiToken, Patient, Practitioner, RateCounter, Role, User, WebSession
+
+if TYPE_CHECKING:
+    from telecare.core.auth import Principal
+
+TOTP_ISSUER = "Telecare"
+TOTP_INTERVAL = 30  # RFC 6238 default time step
+TOTP_WINDOW = 1  # accept one step of clock drift either side
+
+
+def _settings(session: AsyncSession) -> Settings:
+    db: Database = session.info["db"]
+    return db.settings
+
+
+_passwords: dict[tuple[int, int, int], Passwords] = {}
+
+
+def passwords(settings: Settings) -> Passwords:
+    key = (settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    if key not in _passwords:
+        _passwords[key] = Passwords(time_cost=key[0], memory_kib=key[1], parallelism=key[2])
+    return _passwords[key]
+
+
+# ---- TOTP -----------------------------------------------------------------------------------------------
+
+
+def _totp_context(user_id: int) -> bytes:
+    return f"totp:user:{user_id}".encode()
+
+
+def set_totp_secret(settings: Settings, user: User, secret: str) -> None:
+    user.totp_secret_sealed = seal(settings.data_key_bytes, secret.encode(), _totp_context(user.id))
+
+
+def totp_secret(settings: Settings, user: User) -> str | None:
+    if user.totp_secret_sealed is None:
+        return None
+    return unseal(settings.data_key_bytes, user.totp_secret_sealed, _totp_context(user.id)).decode()
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def provisioning_uri(secret: str, email: str) -> str:
+    return pyotp.TOTP(secret, interval=TOTP_INTERVAL).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
+
+
+def match_totp_step(secret: str, code: str, at: datetime) -> int | None:
+    """Return the time step a code belongs to (within the drift window), or None."""
+    code = code.strip().replace(" ", "")
+    if len(code) != 6 or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
+    step = int(at.timestamp()) // TOTP_INTERVAL
+    for delta in range(-TOTP_WINDOW, TOTP_WINDOW + 1):
+        candidate = step + delta
+        if totp.generate_otp(candidate) == code:
+            return candidate
+    return None
+
+
+def verify_totp(settings: Settings, user: User, code: str) -> bool:
+    """Accept a code once: a code whose step is not newer than the last accepted one is a replay."""
+    secret = totp_secret(settings, user)
+    if secret is None:
+        return False
+    step = match_totp_step(secret, code, utc_now())
+    if step is None:
+        return False
+    if user.totp_last_step is not None and step <= user.totp_last_step:
+        return False
+    user.totp_last_step = step
+    return True
+
+
+def current_totp(secret: str) -> str:
+    return pyotp.TOTP(secret, interval=TOTP_INTERVAL).at(utc_now())
+
+
+# ---- rate limits -----------------------------------------------------------------------------------------
+
+
+async def hit_rate_limit(session: AsyncSession, key: str, *, limit: int, window: timedelta) -> None:
+    """Fixed-window counter in the database (shared by all workers). Raises 429 past `limit`."""
+    now = utc_now()
+    counter = await session.get(RateCounter, key)
+    if counter is None:
+        session.add(RateCounter(key=key, window_start=now, count=1))
+        await session.flush()
+        return
+    if now - counter.window_start >= window:
+        counter.window_start, counter.count = now, 1
+    else:
+        counter.count += 1
+    await session.flush()
+    if counter.count > limit:
+        retry = max(1, int((counter.window_start + window - now).total_seconds()))
+        raise TooManyRequests("Too many attempts; try again later.", headers={"Retry-After": str(retry)})
+
+
+# ---- sessions --------------------------------------------------------------------------------------------
+
+
+def idle_limit(settings: Settings, role: Role) -> timedelta:
+    minutes = settings.patient_idle_minutes if role is Role.PATIENT else settings.staff_idle_minutes
+    return timedelta(minutes=minutes)
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str
+    csrf_token: str
+    record: WebSession
+
+
+async def create_web_session(
+    session: AsyncSession, user: User, *, client_addr: str | None, mfa_verified: bool
+) -> NewSession:
+    settings = _settings(session)
+    token = new_token()
+    csrf = new_token(24)
+    now = utc_now()
+    record = WebSession(
+        token_hash=token_digest(token),
+        user_id=user.id,
+        org_id=user.org_id,
+        csrf_token=csrf,
+        mfa_verified=mfa_verified,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(hours=settings.session_absolute_hours),
+        client_addr=client_addr,
+    )
+    session.add(record)
+    await session.flush()
+    return NewSession(token, csrf, record)
+
+
+async def _profile_ids(session: AsyncSession, user: User) -> tuple[int | None, int | None]:
+    patient_id = practitioner_id = None
+    if Role(user.role) is Role.PATIENT:
+        patient_id = (await session.execute(select(Patient.id).where(Patient.user_id == user.id))).scalar()
+    else:
+        practitioner_id = (
+            await session.execute(select(Practitioner.id).where(Practitioner.user_id == user.id))
+        ).scalar()
+    return patient_id, practitioner_id
+
+
+async def principal_for_user(
+    session: AsyncSession,
+    user: User,
+    *,
+    kind: str,
+    client_addr: str | None,
+    scopes: frozenset[str] | None = None,
+    session_id: int | None = None,
+    mfa_verified: bool = False,
+    csrf_token: str | None = None,
+) -> Principal:
+    from telecare.core.auth import Principal
+
+    patient_id, practitioner_id = await _profile_ids(session, user)
+    return Principal(
+        user_id=user.id,
+        org_id=user.org_id,
+        role=Role(user.role),
+        kind=kind,
+        client_addr=client_addr,
+        scopes=scopes,
+        session_id=session_id,
+        mfa_verified=mfa_verified,
+        patient_id=patient_id,
+        practitioner_id=practitioner_id,
+        email=user.email,
+        display_name=user.display_name,
+        csrf_token=csrf_token,
+    )
+
+
+async def principal_from_session(
+    session: AsyncSession, token: str, client_addr: str | None
+) -> Principal | None:
+    """Resolve a session cookie; expired (idle or absolute) or revoked sessions resolve to None."""
+    settings = _settings(session)
+    record = (
+        await session.execute(select(WebSession).where(WebSession.token_hash == token_digest(token)))
+    ).scalar_one_or_none()
+    if record is None or record.revoked_at is not None:
+        return None
+    user = await session.get(User, record.user_id)
+    if user is None or not user.is_active:
+        return None
+    now = utc_now()
+    if now >= record.expires_at or now - record.last_seen_at >= idle_limit(settings, Role(user.role)):
+        record.revoked_at = now
+        await session.flush()
+        return None
+    record.last_seen_at = now
+    await session.flush()
+    return await principal_for_user(
+        session,
+        user,
+        kind="session",
+        client_addr=client_addr,
+        session_id=record.id,
+        mfa_verified=record.mfa_verified,
+        csrf_token=record.csrf_token,
+    )
+
+
+async def revoke_session(session: AsyncSession, session_id: int) -> None:
+    await session.execute(
+        update(WebSession)
+        .where(WebSession.id == session_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=utc_now())
+    )
+
+
+# ---- API tokens ------------------------------------------------------------------------------------------
+
+TOKEN_PREFIX = "tc_"  # noqa: S105 - a prefix, not a secret
+
+
+async def create_api_token(
+    session: AsyncSession, user: User, *, scopes: list[str], name: str, expires_at: datetime | None
+) -> tuple[ApiToken, str]:
+    secret = new_token()
+    record = ApiToken(
+        user_id=user.id,
+        org_id=user.org_id,
+        name=name,
+        token_hash=token_digest(secret),
+        scopes=sorted(set(scopes)),
+        expires_at=expires_at,
+    )
+    session.add(record)
+    await session.flush()
+    return record, f"{TOKEN_PREFIX}{record.id}_{secret}"
+
+
+async def principal_from_token(
+    session: AsyncSession, token: str, client_addr: str | None
+) -> Principal | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    if not token_id.isdigit() or not secret:
+        return None
+    record = await session.get(ApiToken, int(token_id))
+    from telecare.core.crypto import constant_time_equal
+
+    if record is None or not constant_time_equal(record.token_hash, token_digest(secret)):
+        return None
+    now = utc_now()
+    if record.revoked_at is not None or (record.expires_at is not None and now >= record.expires_at):
+        return None
+    user = await session.get(User, record.user_id)
+    if user is None or not user.is_active:
+        return None
+    record.last_used_at = now
+    await session.flush()
+    # Token holders authenticated with a secret issued to an MFA-verified staff member or by an admin.
+    return await principal_for_user(
+        session,
+        user,
+        kind="token",
+        client_addr=client_addr,
+        scopes=frozenset(record.scopes),
+        mfa_verified=True,
+    )
+
+
+async def revoke_all_credentials(session: AsyncSession, user_id: int) -> None:
+    """Used when a user is disabled: every session and token stops working at once."""
+    now = utc_now()
+    await session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )

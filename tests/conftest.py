@@ -1,0 +1,158 @@
+"""Test harness: every database test runs on SQLite (a real file) and on PostgreSQL (pgserver, or the server
+named by TELECARE_TEST_POSTGRES_URL). The schema is built by the migrations once per backend into a
+template; each test gets a fresh copy."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from telecare.config import Mode, Settings
+from telecare.core import migrate
+from telecare.core.db import Database
+from telecare.core.time import reset_clock
+
+REQUIRE_ALL = os.environ.get("TELECARE_REQUIRE_ALL") == "1"
+BACKENDS = ["sqlite", "postgresql"]
+_counter = itertools.count()
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally when a component is missing; fail in CI (TELECARE_REQUIRE_ALL=1)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"required component missing (TELECARE_REQUIRE_ALL=1): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """A PostgreSQL server for the session: TELECARE_TEST_POSTGRES_URL, or pgserver in a temp dir."""
+    env = os.environ.get("TELECARE_TEST_POSTGRES_URL")
+    if env:
+        yield env
+        return
+    try:
+        import pgserver
+    except ImportError:
+        yield None
+        return
+    datadir = tmp_path_factory.mktemp("pg")
+    server = pgserver.get_server(str(datadir), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        with contextlib.suppress(Exception):
+            server.cleanup()
+
+
+def _pg_url(admin_url: str, dbname: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    return url.set(database=dbname).render_as_string(hide_password=False)
+
+
+def _pg_exec(admin_url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str | None) -> str | None:
+    if pg_admin_url is None:
+        return None
+    name = f"telecare_tpl_{uuid.uuid4().hex[:8]}"
+    _pg_exec(pg_admin_url, f"CREATE DATABASE {name}")
+    migrate.upgrade(_pg_url(pg_admin_url, name))
+    return name
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "telecare.db"
+        shutil.copyfile(template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    admin = request.getfixturevalue("pg_admin_url")
+    template_name = request.getfixturevalue("pg_template")
+    if admin is None or template_name is None:
+        skip_or_fail("PostgreSQL unavailable: install pgserver or set TELECARE_TEST_POSTGRES_URL")
+    name = f"telecare_t{os.getpid()}_{next(_counter)}"
+    _pg_exec(admin, f"CREATE DATABASE {name} TEMPLATE {template_name}")
+    try:
+        yield _pg_url(admin, name)
+    finally:
+        with contextlib.suppress(Exception):
+            _pg_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        mode=Mode.TEST,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        session_secret="test-session-secret-" + "x" * 32,  # type: ignore[arg-type]
+        audit_hmac_key="test-audit-key-" + "y" * 32,  # type: ignore[arg-type]
+        _env_file=None,
+    )  # type: ignore[call-arg]
+
+
+@pytest.fixture(autouse=True)
+def _real_clock() -> Iterator[None]:
+    reset_clock()
+    yield
+    reset_clock()
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    from telecare.models import import_all_models
+
+    import_all_models()
+    database = Database(settings)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    from telecare.app import create_app
+
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
