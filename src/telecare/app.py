@@ -46,12 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.events = EventBus(db)
     install_error_handlers(app)
 
-    from telecare.access.api import router as access_router
-    from telecare.audit.api import router as audit_router
-    from telecare.identity.api import router as identity_router
+    from telecare.models import routers
     from telecare.web import mount_web
 
-    for router in (identity_router, access_router, audit_router):
+    for router in routers():
         app.include_router(router)
     mount_web(app)
 
