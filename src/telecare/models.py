@@ -12,6 +12,9 @@ DOMAIN_MODELS = [
     "telecare.audit.models",
     "telecare.access.models",
     "telecare.notifications.models",
+    "telecare.scheduling.models",
+    "telecare.visits.models",
+    "telecare.billing.models",
 ]
 
 # "module:attribute" of each APIRouter, included in this order.

@@ -51,10 +51,28 @@ class Resource(enum.StrEnum):
     AUDIT_EVENT = "AuditEvent"
     AGGREGATE = "Aggregate"  # de-identified counts for informatics dashboards
     BREAK_GLASS = "BreakGlass"
+    # Virtual visits (issue 3)
+    SCHEDULE = "Schedule"  # visit types, availability templates and exceptions, slots: no patient data
+    APPOINTMENT = "Appointment"  # who sees whom when; scheduling data
+    VISIT = "Encounter"  # the visit itself: check-in, attestation, consent, timeline, participants, joining
+    VISIT_NOTE = "VisitNote"  # clinical documentation and the patient's visit summary
+    BILLING_LINE = "BillingLine"  # proposed and adjusted E/M lines
+    SURVEY = "Survey"  # post-visit satisfaction survey
+    CONSENT_TEXT = "ConsentText"  # the organization's telehealth consent versions
 
 
 # Resources whose records belong to one patient (the patient compartment).
-PATIENT_COMPARTMENT = frozenset({Resource.PATIENT, Resource.CARE_TEAM})
+PATIENT_COMPARTMENT = frozenset(
+    {
+        Resource.PATIENT,
+        Resource.CARE_TEAM,
+        Resource.APPOINTMENT,
+        Resource.VISIT,
+        Resource.VISIT_NOTE,
+        Resource.BILLING_LINE,
+        Resource.SURVEY,
+    }
+)
 
 R, S, C, U, D, E = (Action.READ, Action.SEARCH, Action.CREATE, Action.UPDATE, Action.DELETE, Action.EXPORT)
 CLINICIANS = (Role.PHYSICIAN, Role.NURSE, Role.THERAPIST, Role.PHARMACIST)
@@ -105,6 +123,40 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     Resource.BREAK_GLASS: _merge(
         _grant(CLINICIANS, Reach.ORG, C),
         _grant((Role.ADMIN,), Reach.ORG, S),  # privacy review of emergency accesses
+    ),
+    # Virtual visits. Coordinators book and run the calendar, see check-in/licensure state and review
+    # billing, but never read clinical notes (minimum necessary).
+    Resource.SCHEDULE: _merge(
+        _grant((Role.PATIENT, *STAFF), Reach.ORG, R, S),
+        _grant((Role.COORDINATOR, Role.ADMIN), Reach.ORG, R, S, C, U, D),
+        _grant(CLINICIANS, Reach.OWN, C, U, D),  # their own availability
+    ),
+    Resource.APPOINTMENT: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
+        _grant(CLINICIANS, Reach.CARE, R, S, U),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S, C, U),
+    ),
+    Resource.VISIT: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, U),  # check in, attest, consent, join, leave
+        _grant(CLINICIANS, Reach.CARE, R, S, U),  # queue, admit, switch modality, end
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S),  # status and licensure flags, no clinical content
+    ),
+    Resource.VISIT_NOTE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),  # the visit summary of a signed note
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    Resource.BILLING_LINE: _merge(
+        _grant(CLINICIANS, Reach.CARE, R, S),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S, U),
+    ),
+    Resource.SURVEY: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, C),
+        _grant(CLINICIANS, Reach.CARE, R),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S),
+    ),
+    Resource.CONSENT_TEXT: _merge(
+        _grant((Role.PATIENT, *STAFF), Reach.ORG, R),
+        _grant((Role.ADMIN,), Reach.ORG, R, S, C),
     ),
 }
 
