@@ -1,0 +1,168 @@
+"""Clock-driven jobs: appointment reminders and no-show marking. `run_due(db)` runs both, each in its own
+unit of work; `telecare visits-tick` calls it (cron every minute, or `--loop`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from telecare.access.service import audit_key
+from telecare.audit import service as audit
+from telecare.audit.models import AuditAction
+from telecare.core.db import Database
+from telecare.core.time import utc_now
+from telecare.identity.models import Patient
+from telecare.notifications import mailer
+from telecare.notifications.service import notify
+from telecare.scheduling.models import Appointment, AppointmentReminder, AppointmentStatus
+from telecare.scheduling.service import (
+    get_policy,
+    ics_for,
+    join_path,
+    mail_text,
+    org_timezone,
+    publish_visit_change,
+)
+
+MAX_OFFSET = timedelta(days=14)  # PolicyUpdate caps reminder offsets at 14 days
+
+
+@dataclass
+class TickReport:
+    reminders_sent: int = 0
+    noshows: int = 0
+
+
+async def send_due_reminders(session: AsyncSession, *, now: datetime | None = None) -> int:
+    """Send each appointment's reminder whose offset has come. When several offsets are due at once (the
+    task did not run for a while) only the nearest is sent; offsets that were already past when the visit
+    was booked are skipped (the booking confirmation covered them)."""
+    now = now or utc_now()
+    rows = (
+        await session.execute(
+            select(Appointment, Patient)
+            .join(Patient, Patient.id == Appointment.patient_id)
+            .where(
+                Appointment.status.in_((AppointmentStatus.BOOKED, AppointmentStatus.CHECKED_IN)),
+                Appointment.start_at > now,
+                Appointment.start_at <= now + MAX_OFFSET,
+            )
+        )
+    ).all()
+    db: Database = session.info["db"]
+    sent = 0
+    for appt, patient in rows:
+        policy = await get_policy(session, appt.org_id)
+        done = set(
+            (
+                await session.execute(
+                    select(AppointmentReminder.offset_minutes).where(
+                        AppointmentReminder.appointment_id == appt.id
+                    )
+                )
+            ).scalars()
+        )
+        due = [
+            o
+            for o in policy.reminder_offsets_minutes
+            if o not in done and appt.start_at - timedelta(minutes=o) <= now
+        ]
+        if not due:
+            continue
+        nearest = min(due)
+        for offset in due:
+            session.add(AppointmentReminder(appointment_id=appt.id, offset_minutes=offset, queued_at=now))
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            continue  # another worker took it
+        if appt.created_at > appt.start_at - timedelta(minutes=nearest) or not patient.email:
+            continue
+        tz = await org_timezone(session, appt.org_id)
+        await notify(
+            session,
+            org_id=appt.org_id,
+            kind="visit_reminder",
+            subject="Reminder: your telehealth appointment",
+            body=mail_text(
+                appt, tz=tz, checkin_opens_minutes=policy.checkin_opens_minutes, intro="This is a reminder."
+            ),
+            recipient_user_id=patient.user_id,
+            recipient_email=patient.email,
+            link=join_path(appt.id),
+            attachments=[
+                mailer.Attachment(
+                    "appointment.ics",
+                    ics_for(appt, base_url=db.settings.base_url, now=now),
+                    "text",
+                    "calendar",
+                )
+            ],
+        )
+        sent += 1
+    return sent
+
+
+async def mark_noshows(session: AsyncSession, *, now: datetime | None = None) -> int:
+    """A visit whose patient never joined (still booked or only checked in) by the organization's grace
+    period after the start becomes `noshow`. Visits blocked by the licensure gate are not the patient's
+    doing and stay flagged for the coordinator instead."""
+    from telecare.visits.models import VisitEvent, VisitEventKind
+
+    now = now or utc_now()
+    rows = (
+        await session.execute(
+            select(Appointment)
+            .where(
+                Appointment.status.in_((AppointmentStatus.BOOKED, AppointmentStatus.CHECKED_IN)),
+                Appointment.start_at <= now,
+                Appointment.licensure_blocked_at.is_(None),
+            )
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    marked = 0
+    key = audit_key(session)
+    for appt in list(rows):
+        policy = await get_policy(session, appt.org_id)
+        if now < appt.start_at + timedelta(minutes=policy.noshow_grace_minutes):
+            continue
+        appt.status = AppointmentStatus.NOSHOW
+        appt.noshow_at = now
+        session.add(
+            VisitEvent(
+                appointment_id=appt.id,
+                kind=VisitEventKind.NOSHOW,
+                at=now,
+                detail={"grace_minutes": policy.noshow_grace_minutes},
+            )
+        )
+        await audit.record(
+            session,
+            audit.SYSTEM_ACTOR,
+            key=key,
+            action=AuditAction.UPDATE,
+            resource_type="Appointment",
+            resource_id=appt.id,
+            patient_id=appt.patient_id,
+            org_id=appt.org_id,
+            detail={"status": "noshow"},
+        )
+        publish_visit_change(session, appt, "noshow")
+        marked += 1
+    await session.flush()
+    return marked
+
+
+async def run_due(db: Database, *, now: datetime | None = None) -> TickReport:
+    report = TickReport()
+    async with db.unit_of_work() as session:
+        report.noshows = await mark_noshows(session, now=now)
+    async with db.unit_of_work() as session:
+        report.reminders_sent = await send_due_reminders(session, now=now)
+    return report
