@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
+import httpx
+
 from telecare.core.auth import Principal
 from telecare.core.db import Database
+from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role
 from telecare.scheduling.models import (
     AvailabilityTemplate,
@@ -128,3 +131,27 @@ async def make_clinic(
         s.add_all([vt, new_vt, consent])
         await s.flush()
         return Clinic(org_id, coordinator, doctor, patient, vt.id, new_vt.id, consent.id)
+
+
+async def login(client: httpx.AsyncClient, account: Account) -> str:
+    """`tests.factories.web_login` for a frozen clock: the TOTP code is computed at `utc_now()`, the time the
+    server checks it against. Returns the CSRF token."""
+    import re
+
+    import pyotp
+
+    r = await client.post("/login", data={"email": account.email, "password": account.password})
+    assert r.status_code == 303, r.text
+    if account.role is not Role.PATIENT:
+        assert account.totp_secret is not None
+        page = await client.get(r.headers["location"])
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf, page.text
+        code = pyotp.TOTP(account.totp_secret).at(utc_now())
+        r = await client.post(r.headers["location"], data={"code": code, "csrf_token": csrf.group(1)})
+        assert r.status_code == 303, r.text
+    home = await client.get("/home")
+    assert home.status_code == 200, home.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', home.text)
+    assert token
+    return token.group(1)

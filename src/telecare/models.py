@@ -22,6 +22,12 @@ DOMAIN_ROUTERS = [
     "telecare.identity.api:router",
     "telecare.access.api:router",
     "telecare.audit.api:router",
+    "telecare.scheduling.api:router",
+    "telecare.visits.api:router",
+    "telecare.billing.api:router",
+    "telecare.web.visit_pages:router",
+    "telecare.visits.live.api:router",
+    "telecare.web.live_pages:router",
 ]
 
 
