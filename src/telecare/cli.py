@@ -400,5 +400,31 @@ def demo_totp(email: Annotated[str, typer.Argument()]) -> None:
     typer.echo(code)
 
 
+@app.command("visits-tick")
+def visits_tick(
+    loop: Annotated[bool, typer.Option(help="Keep running, once every --every seconds")] = False,
+    every: Annotated[int, typer.Option(min=5, help="Seconds between runs with --loop")] = 60,
+) -> None:
+    """Clock-driven visit jobs: send due appointment reminders, mark no-shows after the grace period."""
+    from telecare.scheduling import tasks
+
+    import_all_models()
+    settings = Settings()
+
+    async def main() -> None:
+        db = Database(settings)
+        try:
+            while True:
+                report = await tasks.run_due(db)
+                typer.echo(f"reminders sent: {report.reminders_sent}; no-shows marked: {report.noshows}")
+                if not loop:
+                    return
+                await asyncio.sleep(every)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+
+
 def main() -> None:
     app()

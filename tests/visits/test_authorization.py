@@ -96,3 +96,22 @@ async def test_unknown_and_unreachable_visits_look_the_same(
     r = await client.get(path, headers=bearer(token))
     assert r.status_code == 404
     assert r.json()["code"] == "appointment_not_found"
+
+
+async def test_the_patient_export_carries_visits_with_the_signed_note_and_location(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    clinic = await make_clinic(db)
+    appt = await run_visit(db, clinic)
+    async with db.unit_of_work() as s:
+        await notes.update_note(s, principal_of(clinic.doctor), appointment_id=appt.id, data=COMPLETE)
+        await notes.sign_note(s, principal_of(clinic.doctor), appointment_id=appt.id)
+    freeze_clock(WED_9AM_NY)
+    token = await token_for(db, clinic.patient)
+    r = await client.get(f"/api/v1/patients/{clinic.patient.patient_id}/$export", headers=bearer(token))
+    assert r.status_code == 200
+    (visit,) = r.json()["visits"]
+    assert visit["appointment_id"] == appt.id
+    assert visit["note"]["plan"] == COMPLETE.plan
+    assert visit["recorded"]["patient_location"]["city"] == "Erie"
+    assert visit["recorded"]["consent"]["version"] == 1

@@ -327,6 +327,9 @@ async def load(session: AsyncSession, settings: Settings, *, only_if_empty: bool
                     )
                 )
     await session.flush()
+    from telecare.scheduling.demo import seed_demo_visits
+
+    await seed_demo_visits(session, org.id)
     await audit.record(
         session,
         audit.SYSTEM_ACTOR,

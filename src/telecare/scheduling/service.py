@@ -32,7 +32,10 @@ from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, Vali
 from telecare.core.time import utc_now
 from telecare.identity.models import Organization, Patient, Practitioner, Role, User
 from telecare.licensure import service as licensure
-from telecare.scheduling import repository  # noqa: F401 - registers the visit care relationship
+from telecare.scheduling import (
+    mail,
+    repository,  # noqa: F401 - registers the visit care relationship
+)
 from telecare.scheduling.models import (
     ACTIVE_STATUSES,
     Appointment,
@@ -895,12 +898,7 @@ async def flagged_for_reassignment(session: AsyncSession, principal: Principal) 
     return rows
 
 
-# ---- mail and events ---------------------------------------------------------------------------------
-
-
-def join_path(appointment_id: int) -> str:
-    """The link patients follow to check in and join (reminders, confirmations, the portal)."""
-    return f"/visits/{appointment_id}/check-in"
+# ---- mail and events (mail bodies and .ics in mail.py) ----------------------------------------------
 
 
 async def org_timezone(session: AsyncSession, org_id: int) -> ZoneInfo:
@@ -908,68 +906,15 @@ async def org_timezone(session: AsyncSession, org_id: int) -> ZoneInfo:
     return ZoneInfo(org.timezone if org is not None else "UTC")
 
 
-def ics_for(appt: Appointment, *, base_url: str, now: datetime) -> bytes:
-    """An RFC 5545 calendar entry. No health details: no visit type, no clinician specialty."""
-
-    def stamp(value: datetime) -> str:
-        return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-    link = base_url.rstrip("/") + join_path(appt.id)
-    lines = [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        "PRODID:-//Telecare//Visits//EN",
-        "METHOD:PUBLISH",
-        "BEGIN:VEVENT",
-        f"UID:appointment-{appt.id}@telecare",
-        f"DTSTAMP:{stamp(now)}",
-        f"DTSTART:{stamp(appt.start_at)}",
-        f"DTEND:{stamp(appt.end_at)}",
-        "SUMMARY:Telehealth appointment",
-        f"DESCRIPTION:Check in and join: {link}",
-        f"URL:{link}",
-        "END:VEVENT",
-        "END:VCALENDAR",
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode()
-
-
-def mail_text(appt: Appointment, *, tz: ZoneInfo, checkin_opens_minutes: int, intro: str) -> str:
-    local = appt.start_at.astimezone(tz)
-    when = local.strftime("%A %d %B %Y at %H:%M ") + (local.tzname() or "")
-    how = "by phone (audio only)" if appt.modality == Modality.AUDIO else "by video"
-    return (
-        f"{intro}\n\nYour telehealth appointment is on {when}, {how}.\n"
-        f"Check-in opens {checkin_opens_minutes} minutes before the start. Use the link below to check in "
-        "and join; you will be asked where you are at the time of the visit."
-    )
-
-
 async def _confirm_by_mail(session: AsyncSession, appt: Appointment, patient: Patient, *, kind: str) -> None:
-    from telecare.notifications import mailer
-    from telecare.notifications.service import notify
-
-    db = session.info["db"]
     policy = await get_policy(session, appt.org_id)
-    tz = await org_timezone(session, appt.org_id)
-    intro = "Your appointment is booked." if kind == "visit_booked" else "Your appointment has moved."
-    await notify(
+    await mail.send_visit_mail(
         session,
-        org_id=appt.org_id,
+        appt,
+        patient,
         kind=kind,
-        subject="Your telehealth appointment",
-        body=mail_text(appt, tz=tz, checkin_opens_minutes=policy.checkin_opens_minutes, intro=intro),
-        recipient_user_id=patient.user_id,
-        recipient_email=patient.email,
-        link=join_path(appt.id),
-        attachments=[
-            mailer.Attachment(
-                "appointment.ics",
-                ics_for(appt, base_url=db.settings.base_url, now=utc_now()),
-                "text",
-                "calendar",
-            )
-        ],
+        tz=await org_timezone(session, appt.org_id),
+        checkin_opens_minutes=policy.checkin_opens_minutes,
     )
 
 

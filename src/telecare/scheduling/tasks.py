@@ -16,17 +16,9 @@ from telecare.audit.models import AuditAction
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Patient
-from telecare.notifications import mailer
-from telecare.notifications.service import notify
+from telecare.scheduling import mail
 from telecare.scheduling.models import Appointment, AppointmentReminder, AppointmentStatus
-from telecare.scheduling.service import (
-    get_policy,
-    ics_for,
-    join_path,
-    mail_text,
-    org_timezone,
-    publish_visit_change,
-)
+from telecare.scheduling.service import get_policy, org_timezone, publish_visit_change
 
 MAX_OFFSET = timedelta(days=14)  # PolicyUpdate caps reminder offsets at 14 days
 
@@ -53,7 +45,6 @@ async def send_due_reminders(session: AsyncSession, *, now: datetime | None = No
             )
         )
     ).all()
-    db: Database = session.info["db"]
     sent = 0
     for appt, patient in rows:
         policy = await get_policy(session, appt.org_id)
@@ -83,26 +74,14 @@ async def send_due_reminders(session: AsyncSession, *, now: datetime | None = No
             continue  # another worker took it
         if appt.created_at > appt.start_at - timedelta(minutes=nearest) or not patient.email:
             continue
-        tz = await org_timezone(session, appt.org_id)
-        await notify(
+        await mail.send_visit_mail(
             session,
-            org_id=appt.org_id,
+            appt,
+            patient,
             kind="visit_reminder",
-            subject="Reminder: your telehealth appointment",
-            body=mail_text(
-                appt, tz=tz, checkin_opens_minutes=policy.checkin_opens_minutes, intro="This is a reminder."
-            ),
-            recipient_user_id=patient.user_id,
-            recipient_email=patient.email,
-            link=join_path(appt.id),
-            attachments=[
-                mailer.Attachment(
-                    "appointment.ics",
-                    ics_for(appt, base_url=db.settings.base_url, now=now),
-                    "text",
-                    "calendar",
-                )
-            ],
+            tz=await org_timezone(session, appt.org_id),
+            checkin_opens_minutes=policy.checkin_opens_minutes,
+            now=now,
         )
         sent += 1
     return sent

@@ -24,6 +24,7 @@ from telecare.core.auth import Principal
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role, User
+from telecare.identity.service import register_exporter
 from telecare.scheduling.models import Appointment, AppointmentStatus, PatientKind, VisitType
 from telecare.scheduling.service import load_appointment
 from telecare.visits.models import (
@@ -510,3 +511,60 @@ async def survey_stats(session: AsyncSession, principal: Principal) -> SurveySta
         round(sum(r for r, _, _ in rows) / len(rows), 2),
         round(sum(1 for _, w, _ in rows if w) / len(rows), 2),
     )
+
+
+# ---- patient export (right of access) ----------------------------------------------------------------
+
+
+async def export_visits(session: AsyncSession, principal: Principal, patient_id: int) -> list[dict[str, Any]]:
+    """The patient's visits for `identity.service.export_patient` (already authorised and audited there):
+    appointments, attested locations, consents, timelines, signed notes with addenda, surveys."""
+    appts = (
+        await session.execute(
+            select(Appointment).where(Appointment.patient_id == patient_id).order_by(Appointment.start_at)
+        )
+    ).scalars()
+    out: list[dict[str, Any]] = []
+    for appt in appts:
+        facts = await visit_facts(session, appt)
+        note = await _note_row(session, appt.id)
+        survey = (
+            await session.execute(select(SurveyResponse).where(SurveyResponse.appointment_id == appt.id))
+        ).scalar_one_or_none()
+        signed = note is not None and note.status == NoteStatus.SIGNED
+        out.append(
+            {
+                "appointment_id": appt.id,
+                "start_at": appt.start_at.isoformat(),
+                "end_at": appt.end_at.isoformat(),
+                "status": str(appt.status),
+                "late_cancel": appt.late_cancel,
+                "practitioner": facts.practitioner_name,
+                "recorded": facts.as_json(),
+                "note": None
+                if not signed or note is None
+                else {
+                    "signed_at": note.signed_at.isoformat() if note.signed_at else None,
+                    **{
+                        k: getattr(note, k)
+                        for k in ("history", "exam", "exam_limitations", "assessment", "plan")
+                    },
+                    "in_person_followup": note.in_person_followup,
+                    "addenda": [
+                        {"at": a.created_at.isoformat(), "by": name, "text": a.text}
+                        for a, name in await addenda(session, note.id)
+                    ],
+                },
+                "survey": None
+                if survey is None
+                else {
+                    "rating": survey.rating,
+                    "would_recommend": survey.would_recommend,
+                    "comment": survey.comment,
+                },
+            }
+        )
+    return out
+
+
+register_exporter("visits", export_visits)
