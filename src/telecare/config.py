@@ -6,9 +6,10 @@ import base64
 import enum
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Mode(enum.StrEnum):
@@ -65,9 +66,39 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     mail_from: str = "telecare@localhost"
 
+    # WebRTC (visits): ICE servers handed to browsers. Comma-separated or a JSON list, e.g.
+    # TELECARE_STUN_URLS=stun:stun.example.org:3478
+    # TELECARE_TURN_URLS=turn:turn.example.org:3478,turns:turn.example.org:5349?transport=tcp
+    # TURN credentials use the TURN REST shared-secret scheme (coturn `use-auth-secret`): username
+    # "<expiry unix time>:<user tag>", credential base64(HMAC-SHA1(secret, username)).
+    stun_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    turn_secret: SecretStr | None = None
+    turn_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+
     cookie_secure: bool = False
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
+
+    @field_validator("stun_urls", "turn_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("stun_urls", "turn_urls")
+    @classmethod
+    def _ice_scheme(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"ICE server URLs start with stun:, stuns:, turn: or turns: (got {url!r})")
+        return value
 
     @field_validator("database_url")
     @classmethod
