@@ -12,6 +12,8 @@ from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role
 from telecare.scheduling.models import (
+    POLICY_DEFAULTS,
+    Appointment,
     AvailabilityTemplate,
     Modality,
     PatientKind,
@@ -97,17 +99,7 @@ async def make_clinic(
     patient = await make_patient(db, org_id, state=patient_state, with_login=True)
     assert isinstance(patient, Account)
     async with db.unit_of_work() as s:
-        s.add(
-            SchedulingPolicy(
-                org_id=org_id,
-                cancel_notice_hours=24,
-                checkin_opens_minutes=30,
-                noshow_grace_minutes=15,
-                reminder_offsets_minutes=[1440, 60],
-                slot_step_minutes=15,
-                min_booking_lead_minutes=60,
-            )
-        )
+        s.add(SchedulingPolicy(org_id=org_id, **POLICY_DEFAULTS))
         vt = VisitType(
             org_id=org_id,
             name="Follow-up",
@@ -155,3 +147,21 @@ async def login(client: httpx.AsyncClient, account: Account) -> str:
     token = re.search(r'name="csrf_token" value="([^"]+)"', home.text)
     assert token
     return token.group(1)
+
+
+async def book_visit(
+    db: Database, clinic: Clinic, *, start: datetime = WED_9AM_NY, modality: Modality = Modality.VIDEO
+) -> Appointment:
+    """The patient books the clinic's follow-up visit with the clinic's doctor (PA), at the current clock."""
+    from telecare.scheduling import service
+
+    async with db.unit_of_work() as s:
+        return await service.book_appointment(
+            s,
+            principal_of(clinic.patient),
+            practitioner_id=clinic.doctor.practitioner_id or 0,
+            visit_type_id=clinic.visit_type_id,
+            start_at=start,
+            modality=modality,
+            expected_state="PA",
+        )

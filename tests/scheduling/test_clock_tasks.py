@@ -17,10 +17,10 @@ from sqlalchemy import select
 from telecare.config import Settings
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
-from telecare.scheduling import service, tasks
+from telecare.scheduling import tasks
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
 from telecare.visits.models import VisitEvent
-from tests.visit_factories import NOW, WED_9AM_NY, make_clinic, principal_of
+from tests.visit_factories import NOW, WED_9AM_NY, book_visit, make_clinic
 
 
 class Inbox:
@@ -82,16 +82,7 @@ async def test_reminders_arrive_at_each_offset_with_ics_and_link_and_no_health_d
     db = mail_db
     clinic = await make_clinic(db)
     freeze_clock(NOW - timedelta(days=2))
-    async with db.unit_of_work() as s:
-        appt = await service.book_appointment(
-            s,
-            principal_of(clinic.patient),
-            practitioner_id=clinic.doctor.practitioner_id or 0,
-            visit_type_id=clinic.visit_type_id,
-            start_at=WED_9AM_NY,
-            modality=Modality.VIDEO,
-            expected_state="PA",
-        )
+    appt = await book_visit(db, clinic, modality=Modality.VIDEO)
     await wait_for(inbox, 1)
     assert len(inbox.messages) == 1  # booking confirmation
     assert inbox.messages[0]["To"] == clinic.patient.email
@@ -128,16 +119,7 @@ async def test_reminder_offsets_already_past_at_booking_are_not_sent(
     db = mail_db
     clinic = await make_clinic(db)
     freeze_clock(WED_9AM_NY - timedelta(hours=3))  # booked 3 h before: the 24 h reminder is past
-    async with db.unit_of_work() as s:
-        await service.book_appointment(
-            s,
-            principal_of(clinic.patient),
-            practitioner_id=clinic.doctor.practitioner_id or 0,
-            visit_type_id=clinic.visit_type_id,
-            start_at=WED_9AM_NY,
-            modality=Modality.AUDIO,
-            expected_state="PA",
-        )
+    await book_visit(db, clinic, modality=Modality.AUDIO)
     assert (await tasks.run_due(db, now=WED_9AM_NY - timedelta(hours=2))).reminders_sent == 0
     assert (await tasks.run_due(db, now=WED_9AM_NY - timedelta(minutes=59))).reminders_sent == 1
     await wait_for(inbox, 2)
@@ -148,16 +130,7 @@ async def test_reminder_offsets_already_past_at_booking_are_not_sent(
 async def test_a_patient_who_never_joins_becomes_a_noshow_after_the_grace_period(db: Database) -> None:
     clinic = await make_clinic(db)
     freeze_clock(NOW)
-    async with db.unit_of_work() as s:
-        appt = await service.book_appointment(
-            s,
-            principal_of(clinic.patient),
-            practitioner_id=clinic.doctor.practitioner_id or 0,
-            visit_type_id=clinic.visit_type_id,
-            start_at=WED_9AM_NY,
-            modality=Modality.VIDEO,
-            expected_state="PA",
-        )
+    appt = await book_visit(db, clinic, modality=Modality.VIDEO)
     assert (await tasks.run_due(db, now=WED_9AM_NY + timedelta(minutes=14, seconds=59))).noshows == 0
     report = await tasks.run_due(db, now=WED_9AM_NY + timedelta(minutes=15))
     assert report.noshows == 1

@@ -13,13 +13,12 @@ from telecare.billing.models import BillingAdjustment, BillingLineStatus
 from telecare.core.db import Database
 from telecare.core.errors import Forbidden, ValidationFailed
 from telecare.core.time import freeze_clock
-from telecare.scheduling import service as scheduling
 from telecare.scheduling.models import Appointment, Modality
 from telecare.visits import notes
 from telecare.visits import service as visits
 from telecare.visits.models import LocationType, ModalityChangeReason
 from telecare.visits.schemas import CheckIn, NoteUpdate
-from tests.visit_factories import NOW, WED_9AM_NY, Clinic, make_clinic, principal_of
+from tests.visit_factories import NOW, WED_9AM_NY, Clinic, book_visit, make_clinic, principal_of
 
 COMPLETE = NoteUpdate(
     provider_location_type="site",
@@ -48,16 +47,7 @@ async def run_visit(
     modality: Modality = Modality.VIDEO,
 ) -> Appointment:
     freeze_clock(NOW)
-    async with db.unit_of_work() as s:
-        appt = await scheduling.book_appointment(
-            s,
-            principal_of(clinic.patient),
-            practitioner_id=clinic.doctor.practitioner_id or 0,
-            visit_type_id=clinic.visit_type_id,
-            start_at=WED_9AM_NY,
-            modality=modality,
-            expected_state="PA",
-        )
+    appt = await book_visit(db, clinic, modality=modality)
     patient, doctor = principal_of(clinic.patient), principal_of(clinic.doctor)
     freeze_clock(WED_9AM_NY - timedelta(minutes=5))
     async with db.unit_of_work() as s:

@@ -19,7 +19,7 @@ from telecare.visits import service as visits
 from telecare.visits.models import CheckInAttestation, ConsentAcceptance, LocationType, ModalityChangeReason
 from telecare.visits.schemas import CheckIn
 from tests.factories import make_patient
-from tests.visit_factories import NOW, WED_9AM_NY, Clinic, make_clinic, make_doctor, principal_of
+from tests.visit_factories import NOW, WED_9AM_NY, Clinic, book_visit, make_clinic, make_doctor, principal_of
 
 
 def attest(clinic: Clinic, state: str = "PA", location: LocationType = LocationType.HOME) -> CheckIn:
@@ -35,16 +35,7 @@ def attest(clinic: Clinic, state: str = "PA", location: LocationType = LocationT
 
 async def booked(db: Database, clinic: Clinic, modality: Modality = Modality.VIDEO) -> Appointment:
     freeze_clock(NOW)
-    async with db.unit_of_work() as s:
-        return await scheduling.book_appointment(
-            s,
-            principal_of(clinic.patient),
-            practitioner_id=clinic.doctor.practitioner_id or 0,
-            visit_type_id=clinic.visit_type_id,
-            start_at=WED_9AM_NY,
-            modality=modality,
-            expected_state="PA",
-        )
+    return await book_visit(db, clinic, modality=modality)
 
 
 async def test_check_in_opens_thirty_minutes_before_and_records_location_and_consent(db: Database) -> None:

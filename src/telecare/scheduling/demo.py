@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.identity.models import Practitioner
 from telecare.scheduling.models import (
+    POLICY_DEFAULTS,
     AvailabilityTemplate,
     Modality,
     PatientKind,
@@ -27,17 +28,7 @@ DEMO_CONSENT = """By continuing you agree to receive care by secure video or tel
 
 
 async def seed_demo_visits(session: AsyncSession, org_id: int) -> None:
-    session.add(
-        SchedulingPolicy(
-            org_id=org_id,
-            cancel_notice_hours=24,
-            checkin_opens_minutes=30,
-            noshow_grace_minutes=15,
-            reminder_offsets_minutes=[1440, 60],
-            slot_step_minutes=15,
-            min_booking_lead_minutes=60,
-        )
-    )
+    session.add(SchedulingPolicy(org_id=org_id, **POLICY_DEFAULTS))
     session.add_all(
         [
             VisitType(

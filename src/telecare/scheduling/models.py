@@ -85,18 +85,29 @@ class VisitType(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+# An organization's scheduling rules until it sets its own.
+POLICY_DEFAULTS: dict[str, object] = {
+    "cancel_notice_hours": 24,
+    "checkin_opens_minutes": 30,
+    "noshow_grace_minutes": 15,
+    "reminder_offsets_minutes": [1440, 60],  # the day before and one hour before
+    "slot_step_minutes": 15,
+    "min_booking_lead_minutes": 60,
+}
+
+
 class SchedulingPolicy(Base):
-    """One row per organization; absent means the defaults below."""
+    """One row per organization; absent means POLICY_DEFAULTS."""
 
     __tablename__ = "scheduling_policies"
 
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
-    cancel_notice_hours: Mapped[int] = mapped_column(Integer, default=24)
-    checkin_opens_minutes: Mapped[int] = mapped_column(Integer, default=30)
-    noshow_grace_minutes: Mapped[int] = mapped_column(Integer, default=15)
-    reminder_offsets_minutes: Mapped[list[int]] = mapped_column(JSON, default=lambda: [1440, 60])
-    slot_step_minutes: Mapped[int] = mapped_column(Integer, default=15)
-    min_booking_lead_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    cancel_notice_hours: Mapped[int] = mapped_column(Integer)
+    checkin_opens_minutes: Mapped[int] = mapped_column(Integer)
+    noshow_grace_minutes: Mapped[int] = mapped_column(Integer)
+    reminder_offsets_minutes: Mapped[list[int]] = mapped_column(JSON)
+    slot_step_minutes: Mapped[int] = mapped_column(Integer)
+    min_booking_lead_minutes: Mapped[int] = mapped_column(Integer)
 
 
 class AvailabilityTemplate(Base):

@@ -38,6 +38,7 @@ from telecare.scheduling import (
 )
 from telecare.scheduling.models import (
     ACTIVE_STATUSES,
+    POLICY_DEFAULTS,
     Appointment,
     AppointmentStatus,
     AvailabilityException,
@@ -106,15 +107,7 @@ async def get_policy(session: AsyncSession, org_id: int) -> SchedulingPolicy:
     """The organization's scheduling rules (defaults when it has never set them)."""
     policy = await session.get(SchedulingPolicy, org_id)
     if policy is None:
-        policy = SchedulingPolicy(
-            org_id=org_id,
-            cancel_notice_hours=24,
-            checkin_opens_minutes=30,
-            noshow_grace_minutes=15,
-            reminder_offsets_minutes=[1440, 60],
-            slot_step_minutes=15,
-            min_booking_lead_minutes=60,
-        )
+        policy = SchedulingPolicy(org_id=org_id, **POLICY_DEFAULTS)
     return policy
 
 

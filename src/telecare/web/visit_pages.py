@@ -663,10 +663,9 @@ async def coverage(request: Request, session: DbSession, principal: CurrentPrinc
     )
 
 
-@router.get("/billing/review", response_class=HTMLResponse)
-async def billing_review(
-    request: Request, session: DbSession, principal: CurrentPrincipal, status: str = "proposed"
-) -> Response:
+async def _billing_page(
+    request: Request, session: AsyncSession, principal: Principal, status: str, err: AppError | None = None
+) -> HTMLResponse:
     chosen = BillingLineStatus(status) if status in {s.value for s in BillingLineStatus} else None
     lines = await billing.lines_for_review(session, principal, status=chosen)
     trail = {line.id: await billing.adjustments(session, line.id) for line in lines}
@@ -675,13 +674,21 @@ async def billing_review(
         request,
         "visits/billing.html",
         principal,
+        status_code=err.status_code if err else 200,
         lines=lines,
         trail=trail,
         names=names,
         status=status,
-        error=None,
-        errors=[],
+        error=err.detail if err else None,
+        errors=[{"field": e.field, "message": e.message} for e in err.errors] if err else [],
     )
+
+
+@router.get("/billing/review", response_class=HTMLResponse)
+async def billing_review(
+    request: Request, session: DbSession, principal: CurrentPrincipal, status: str = "proposed"
+) -> Response:
+    return await _billing_page(request, session, principal, status)
 
 
 @router.post("/billing/review/{line_id}", response_class=HTMLResponse)
@@ -708,20 +715,5 @@ async def billing_adjust(
         lambda: billing.adjust_line(session, principal, line_id=line_id, change=change, reason=reason),
     )
     if err is not None:
-        lines = await billing.lines_for_review(session, principal, status=BillingLineStatus.PROPOSED)
-        trail = {line.id: await billing.adjustments(session, line.id) for line in lines}
-        names = await _visit_context(session, [line.appointment_id for line in lines])
-        return _page(
-            request,
-            "visits/billing.html",
-            principal,
-            status_code=err.status_code,
-            lines=lines,
-            trail=trail,
-            names=names,
-            status="proposed",
-            error=err.detail,
-            errors=[{"field": e.field, "message": e.message} for e in err.errors],
-            error_line=line_id,
-        )
+        return await _billing_page(request, session, principal, "proposed", err)
     return _see_other("/billing/review")
