@@ -209,3 +209,32 @@ async def test_cancellation_inside_the_notice_period_is_recorded_as_late(db: Dat
         on_time = await service.cancel_appointment(s, principal_of(clinic.patient), appointment_id=third.id)
     assert on_time.late_cancel is False
     assert early.id != third.id
+
+
+async def test_an_evening_visit_is_checked_against_the_local_date_not_the_utc_date(db: Database) -> None:
+    """20:00 New York time on 2 December is 01:00 UTC on 3 December; a licence ending 2 December covers it."""
+    from datetime import time
+
+    from tests.factories import add_license
+    from tests.visit_factories import add_weekly
+
+    clinic = await make_clinic(db, doctor_states=())
+    doc = clinic.doctor.practitioner_id
+    assert doc is not None
+    await add_license(db, practitioner_id=doc, org_id=clinic.org_id, state="PA", expires_on=date(2026, 12, 2))
+    await add_weekly(db, practitioner_id=doc, org_id=clinic.org_id, weekday=2, start=time(19), end=time(21))
+    freeze_clock(NOW)
+    evening = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    appt = await book(db, clinic, clinic.patient, start=evening)
+    assert appt.start_at == evening
+    async with db.unit_of_work() as s:
+        found = await service.find_slots(
+            s,
+            principal_of(clinic.patient),
+            visit_type_id=clinic.visit_type_id,
+            state="PA",
+            first_day=date(2026, 12, 3),
+            days=1,
+        )
+    assert found.slots == []  # the licence has expired by Thursday
+    assert found.unlicensed[0].reasons == ("The PA licence expired on 2026-12-02.",)

@@ -410,7 +410,8 @@ async def find_slots(
         reasons: list[str] = []
         offered = 0
         for slot in free:
-            result = authority_in(state, slot.start.date(), c.licences, c.privileges, COMPACTS)
+            on = slot.start.astimezone(ZoneInfo(prac.timezone)).date()
+            result = authority_in(state, on, c.licences, c.privileges, COMPACTS)
             if result.authority is None:
                 reasons.extend(r for r in result.reasons if r not in reasons)
                 continue
@@ -534,9 +535,7 @@ async def _place(
         raise SlotUnavailable(
             "The practitioner is not free at that time (taken, blocked, outside availability or too soon)."
         )
-    await licensure.require_licensed(
-        session, practitioner_id=prac.id, state=expected_state, on=start_at.date()
-    )
+    await licensure.require_licensed(session, practitioner_id=prac.id, state=expected_state, on=local_day)
     appt = Appointment(
         org_id=principal.org_id,
         patient_id=patient.id,
@@ -596,6 +595,12 @@ async def book_appointment(
     await _confirm_by_mail(session, appt, patient, kind="visit_booked")
     _publish(session, appt, "booked")
     return appt
+
+
+def visit_date(start_at: datetime, practitioner: Practitioner) -> date:
+    """The date of the visit for licence validity: the local date where the visit is scheduled (the
+    practitioner's zone), not the UTC date, so an evening visit is not checked against tomorrow."""
+    return start_at.astimezone(ZoneInfo(practitioner.timezone)).date()
 
 
 def _inside_notice(appt: Appointment, policy: SchedulingPolicy, now: datetime) -> bool:
@@ -729,7 +734,8 @@ async def reassign_practitioner(
     ).scalar_one_or_none()
     state = attested.state if attested is not None else appt.expected_state
     prac = await _practitioner(session, principal.org_id, practitioner_id, lock=True)
-    await licensure.require_licensed(session, practitioner_id=prac.id, state=state, on=appt.start_at.date())
+    on = visit_date(appt.start_at, prac)
+    await licensure.require_licensed(session, practitioner_id=prac.id, state=state, on=on)
     clash = await session.scalar(
         select(
             exists().where(

@@ -28,10 +28,10 @@ from telecare.access.service import reach_for, record_access
 from telecare.core.auth import Principal
 from telecare.core.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity.models import Role, User
+from telecare.identity.models import Practitioner, Role, User
 from telecare.licensure import service as licensure
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
-from telecare.scheduling.service import get_policy, load_appointment, publish_visit_change
+from telecare.scheduling.service import get_policy, load_appointment, publish_visit_change, visit_date
 from telecare.visits.models import (
     CheckInAttestation,
     ConsentAcceptance,
@@ -292,8 +292,13 @@ async def check_in(
         )
     await session.flush()
     participant = await _participant(session, appt, ParticipantRole.PATIENT, principal.user_id)
+    practitioner = await session.get(Practitioner, appt.practitioner_id)
+    assert practitioner is not None
     gate = await licensure.gate(
-        session, practitioner_id=appt.practitioner_id, state=data.state, on=appt.start_at.date()
+        session,
+        practitioner_id=appt.practitioner_id,
+        state=data.state,
+        on=visit_date(appt.start_at, practitioner),
     )
     if gate.authority is None:
         appt.licensure_blocked_at = now

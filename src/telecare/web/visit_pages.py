@@ -599,6 +599,8 @@ async def calendar(
     flagged = []
     if principal.role is Role.COORDINATOR:
         for appt in await scheduling.flagged_for_reassignment(session, principal):
+            current = await session.get(Practitioner, appt.practitioner_id)
+            assert current is not None
             options = await licensure.licensed_practitioners(
                 session,
                 practitioner_ids=list(
@@ -609,7 +611,7 @@ async def calendar(
                     ).scalars()
                 ),
                 state=appt.licensure_block_state or appt.expected_state,
-                on=appt.start_at.date(),
+                on=scheduling.visit_date(appt.start_at, current),
             )
             flagged.append(
                 (appt, [pid for pid, r in options.items() if r.allowed and pid != appt.practitioner_id])
