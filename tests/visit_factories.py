@@ -150,9 +150,15 @@ async def login(client: httpx.AsyncClient, account: Account) -> str:
 
 
 async def book_visit(
-    db: Database, clinic: Clinic, *, start: datetime = WED_9AM_NY, modality: Modality = Modality.VIDEO
+    db: Database,
+    clinic: Clinic,
+    *,
+    start: datetime = WED_9AM_NY,
+    modality: Modality = Modality.VIDEO,
+    visit_type_id: int | None = None,
 ) -> Appointment:
-    """The patient books the clinic's follow-up visit with the clinic's doctor (PA), at the current clock."""
+    """The patient books a visit (default: the follow-up type) with the clinic's doctor (PA), at the current
+    clock."""
     from telecare.scheduling import service
 
     async with db.unit_of_work() as s:
@@ -160,7 +166,7 @@ async def book_visit(
             s,
             principal_of(clinic.patient),
             practitioner_id=clinic.doctor.practitioner_id or 0,
-            visit_type_id=clinic.visit_type_id,
+            visit_type_id=visit_type_id or clinic.visit_type_id,
             start_at=start,
             modality=modality,
             expected_state="PA",

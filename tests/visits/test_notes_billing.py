@@ -3,7 +3,7 @@ billing lines, coordinator adjustments, the patient's summary and survey."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +18,7 @@ from telecare.visits import notes
 from telecare.visits import service as visits
 from telecare.visits.models import LocationType, ModalityChangeReason
 from telecare.visits.schemas import CheckIn, NoteUpdate
-from tests.visit_factories import NOW, WED_9AM_NY, Clinic, book_visit, make_clinic, principal_of
+from tests.visit_factories import WED_9AM_NY, Clinic, book_visit, make_clinic, principal_of
 
 COMPLETE = NoteUpdate(
     provider_location_type="site",
@@ -45,11 +45,13 @@ async def run_visit(
     switch_at: int | None = None,
     length: int = 20,
     modality: Modality = Modality.VIDEO,
+    start: datetime = WED_9AM_NY,
+    visit_type_id: int | None = None,
 ) -> Appointment:
-    freeze_clock(NOW)
-    appt = await book_visit(db, clinic, modality=modality)
+    freeze_clock(start - timedelta(days=1))
+    appt = await book_visit(db, clinic, modality=modality, start=start, visit_type_id=visit_type_id)
     patient, doctor = principal_of(clinic.patient), principal_of(clinic.doctor)
-    freeze_clock(WED_9AM_NY - timedelta(minutes=5))
+    freeze_clock(start - timedelta(minutes=5))
     async with db.unit_of_work() as s:
         await visits.check_in(
             s,
@@ -64,12 +66,12 @@ async def run_visit(
                 consent_accepted=True,
             ),
         )
-    freeze_clock(WED_9AM_NY)
+    freeze_clock(start)
     async with db.unit_of_work() as s:
         await visits.admit(s, doctor, appointment_id=appt.id)
         await visits.mark_connected(s, doctor, appointment_id=appt.id)
     if switch_at is not None:
-        freeze_clock(WED_9AM_NY + timedelta(minutes=switch_at))
+        freeze_clock(start + timedelta(minutes=switch_at))
         async with db.unit_of_work() as s:
             await visits.switch_modality(
                 s,
@@ -78,7 +80,7 @@ async def run_visit(
                 to_modality=Modality.AUDIO,
                 reason=ModalityChangeReason.PATIENT_DECLINED_VIDEO,
             )
-    freeze_clock(WED_9AM_NY + timedelta(minutes=length))
+    freeze_clock(start + timedelta(minutes=length))
     async with db.unit_of_work() as s:
         return await visits.end_visit(s, doctor, appointment_id=appt.id)
 
@@ -236,3 +238,18 @@ async def test_patient_sees_the_summary_of_the_signed_note_and_answers_the_surve
     async with db.unit_of_work() as s:
         stats = await notes.survey_stats(s, principal_of(clinic.coordinator))
     assert (stats.responses, stats.mean_rating, stats.would_recommend_share) == (1, 5.0, 1.0)
+
+
+async def test_a_new_patient_visit_bills_new_codes_until_the_patient_has_been_seen(db: Database) -> None:
+    clinic = await make_clinic(db)
+    doctor = principal_of(clinic.doctor)
+    codes = []
+    for start in (WED_9AM_NY, WED_9AM_NY + timedelta(days=1)):
+        appt = await run_visit(db, clinic, start=start, visit_type_id=clinic.new_visit_type_id, length=45)
+        async with db.unit_of_work() as s:
+            await notes.update_note(s, doctor, appointment_id=appt.id, data=COMPLETE)
+            await notes.sign_note(s, doctor, appointment_id=appt.id)
+            (line,) = await billing.lines_for_visit(s, doctor, appointment_id=appt.id)
+        codes.append((line.cpt_code, line.facts["patient_kind"]))
+    # 25 minutes: new patient 99202 (>= 15), then established 99213 (>= 20) once seen the day before.
+    assert codes == [("99202", "new"), ("99213", "established")]

@@ -177,9 +177,12 @@ class VisitFacts:
         }
 
 
-# CPT: a new patient has had no professional services from the physician (or one of the same specialty in
-# the same group) within the past three years. ⚠UV (CPT E/M guidelines, not re-read here); approximated by
-# "no completed visit with this organization in the past three years".
+# CPT and CMS: an established patient "received professional services from the physician/NPP or another
+# physician of the same specialty who belongs to the same group practice within the previous 3 years"
+# (verified 2026-11-27: AAPC E/M Coding Alert reader question citing the CMS E/M services guide ICN006764;
+# AAPC Primary Care Coding Alert quoting CPT). Here: a completed visit in this organization within three
+# years with the same practitioner or one sharing a specialty. Services outside Telecare are not seen, so
+# the visit type's declared new/established stands unless our own history says established.
 NEW_PATIENT_LOOKBACK_DAYS = 3 * 365
 
 
@@ -213,19 +216,24 @@ async def visit_facts(session: AsyncSession, appt: Appointment) -> VisitFacts:
     ).scalars()
     vt = await session.get(VisitType, appt.visit_type_id)
     declared = str(vt.patient_kind) if vt else str(PatientKind.ESTABLISHED)
-    seen_before = await session.scalar(
-        select(Appointment.id)
-        .where(
-            Appointment.org_id == appt.org_id,
-            Appointment.patient_id == appt.patient_id,
-            Appointment.id != appt.id,
-            Appointment.status == AppointmentStatus.COMPLETED,
-            Appointment.start_at < appt.start_at,
-            Appointment.start_at >= appt.start_at - timedelta(days=NEW_PATIENT_LOOKBACK_DAYS),
+    prior = (
+        await session.execute(
+            select(Practitioner.id, Practitioner.specialties)
+            .join(Appointment, Appointment.practitioner_id == Practitioner.id)
+            .where(
+                Appointment.org_id == appt.org_id,
+                Appointment.patient_id == appt.patient_id,
+                Appointment.id != appt.id,
+                Appointment.status == AppointmentStatus.COMPLETED,
+                Appointment.start_at < appt.start_at,
+                Appointment.start_at >= appt.start_at - timedelta(days=NEW_PATIENT_LOOKBACK_DAYS),
+            )
         )
-        .limit(1)
-    )
-    kind = str(PatientKind.ESTABLISHED) if seen_before is not None else declared
+    ).all()
+    this = await session.get(Practitioner, appt.practitioner_id)
+    mine = set(this.specialties or []) if this else set()
+    seen_before = any(pid == appt.practitioner_id or mine & set(specs or []) for pid, specs in prior)
+    kind = str(PatientKind.ESTABLISHED) if seen_before else declared
     points = [
         TimelinePoint(e.at, str(e.kind), e.to_modality)
         for e in events
