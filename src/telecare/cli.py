@@ -127,6 +127,9 @@ def serve(
         workers=workers,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
+        # Signaling frames are at most 20 KB (visits.live.signaling); refuse anything far larger before it
+        # is buffered (uvicorn's default is 16 MiB).
+        ws_max_size=65_536,
     )
 
 
