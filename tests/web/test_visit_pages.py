@@ -227,3 +227,23 @@ async def test_patient_state_machine_via_service_then_pages_show_progress(
     detail = await client.get(f"/visits/{appt.id}")
     assert "not licensed to treat you while you are in DE" in detail.text
     assert "Go to the waiting room" not in detail.text
+
+
+async def test_coordinator_books_for_a_patient_from_the_chart(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    clinic = await make_clinic(db)
+    freeze_clock(NOW)
+    await login(client, clinic.coordinator)
+    chart = await client.get(f"/patients/{clinic.patient.patient_id}")
+    link = f"/visits/book?patient_id={clinic.patient.patient_id}"
+    assert link in chart.text
+    page = await client.get(f"{link}&visit_type_id={clinic.visit_type_id}&state=PA&day=2026-12-02")
+    assert "Book a visit for Given" in page.text
+    slot = forms(page.text, "/visits/book")[2]
+    assert slot["patient_id"] == str(clinic.patient.patient_id)
+    r = await client.post("/visits/book", data={**slot, "modality": "audio"})
+    assert r.status_code == 303
+    calendar = await client.get(r.headers["location"])
+    assert "Visit booked." in calendar.text
+    assert "09:30–10:00" in calendar.text
