@@ -444,7 +444,10 @@ class _Socket:
             await self.ws.send_json(message)
 
     async def emit(self, message: dict[str, Any], to: str | None = None) -> None:
-        await self.bus.emit(self.topic, envelope(sender=self.peer, conn=self.conn, to=to, message=message))
+        packed = envelope(
+            sender=self.peer, conn=self.conn, to=to, message=message, compress=self.bus.uses_postgres
+        )
+        await self.bus.emit(self.topic, packed)
 
     def presence(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "role": self.role, "name": self.caller.display_name}

@@ -135,9 +135,12 @@ def room_topic(appointment_id: int) -> str:
     return f"signal.{appointment_id}"
 
 
-def envelope(*, sender: str, conn: str, to: str | None, message: dict[str, Any]) -> dict[str, Any]:
-    body = json.dumps(message, separators=(",", ":"))
-    if len(body) > COMPRESS_ABOVE:
+def envelope(
+    *, sender: str, conn: str, to: str | None, message: dict[str, Any], compress: bool = True
+) -> dict[str, Any]:
+    """The bus payload; `compress` where it crosses PostgreSQL NOTIFY (in-process delivery needs none)."""
+    body = json.dumps(message, separators=(",", ":")) if compress else ""
+    if compress and len(body) > COMPRESS_ABOVE:
         packed = base64.b64encode(zlib.compress(body.encode(), 9)).decode()
         return {"sig": None, "z": packed, "from": sender, "conn": conn, "to": to}
     return {"sig": message, "from": sender, "conn": conn, "to": to}
