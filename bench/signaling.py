@@ -388,7 +388,11 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"seeded {len(all_visits)} admitted visits in {time.perf_counter() - t0:.1f} s", flush=True)
     log = (tmp / "server.log").open("w")
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-        [sys.executable, "-m", "telecare", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            *("-m", "telecare", "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", str(args.workers)),
+        ],
         cwd=tmp,
         env={**os.environ, **env},
         stdout=log,
@@ -402,7 +406,8 @@ async def main_async(args: argparse.Namespace) -> int:
                         break
                 await asyncio.sleep(0.2)
         print(
-            f"database: {'PostgreSQL' if settings.is_postgres else 'SQLite'}; server: 1 uvicorn worker; "
+            f"database: {'PostgreSQL' if settings.is_postgres else 'SQLite'}; "
+            f"server: {args.workers} uvicorn worker(s); "
             f"cpus: {os.cpu_count()}; per visit: offer+answer ~{len(sdp('x'))} B, "
             f"{args.candidates} candidates each way, setups spread over {args.stagger} s, "
             f"then {args.hold} s of 1 candidate/s per socket",
@@ -453,10 +458,41 @@ def main() -> int:
     parser.add_argument("--connect-concurrency", type=int, default=32, help="handshakes in flight")
     parser.add_argument("--max-seconds", type=float, default=240.0, help="stop ramping after this")
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--pgserver", action="store_true", help="start a throwaway PostgreSQL (pgserver) on a local socket"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers (PostgreSQL only: rooms span workers)"
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     if max(levels) > 1000 or len(levels) > 12:
         parser.error("bounded: at most 1000 visits per level and 12 levels")
+    if args.workers > 1 and not (args.pgserver or args.database_url):
+        parser.error("several workers need PostgreSQL (on SQLite the event bus is in-process)")
+    if not 1 <= args.workers <= 4:
+        parser.error("--workers between 1 and 4")
+    if args.pgserver:
+        import pgserver
+
+        datadir = Path(tempfile.mkdtemp(prefix="telecare-bench-pg-"))
+        pg = pgserver.get_server(str(datadir), cleanup_mode="stop")
+        try:
+            admin = pg.get_uri()
+            import psycopg
+
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute("CREATE DATABASE telecare_bench")
+            from sqlalchemy.engine import make_url
+
+            args.database_url = (
+                make_url(admin.replace("postgresql://", "postgresql+psycopg://", 1))
+                .set(database="telecare_bench")
+                .render_as_string(hide_password=False)
+            )
+            return asyncio.run(main_async(args))
+        finally:
+            pg.cleanup()
     return asyncio.run(main_async(args))
 
 

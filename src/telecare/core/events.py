@@ -29,6 +29,10 @@ class EventBus:
         self._listener: asyncio.Task[None] | None = None
         self._conn: Any = None
         self._ready = asyncio.Event()
+        # One publishing connection per process, reused: opening a connection per NOTIFY capped signaling
+        # near 100 concurrent visits on two workers (bench/signaling.py) and could exhaust max_connections.
+        self._publisher: Any = None
+        self._publish_lock = asyncio.Lock()
 
     @property
     def uses_postgres(self) -> bool:
@@ -50,6 +54,10 @@ class EventBus:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await self._publisher.close()
+            self._publisher = None
 
     def _dsn(self) -> str:
         return self.db.url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -89,8 +97,19 @@ class EventBus:
             raise ValueError("event payload too large for NOTIFY; send ids, not documents")
         import psycopg
 
-        async with await psycopg.AsyncConnection.connect(self._dsn(), autocommit=True) as conn:
-            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, data))
+        async with self._publish_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._publisher is None or self._publisher.closed:
+                        self._publisher = await psycopg.AsyncConnection.connect(self._dsn(), autocommit=True)
+                    await self._publisher.execute("SELECT pg_notify(%s, %s)", (CHANNEL, data))
+                    return
+                except psycopg.OperationalError:
+                    with contextlib.suppress(Exception):
+                        await self._publisher.close()
+                    self._publisher = None
+                    if attempt == 2:
+                        raise
 
     def publish(self, session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
         """Emit once the session's unit of work has committed."""

@@ -62,6 +62,16 @@ async def test_a_guest_joins_once_by_invitation_and_never_after_the_visit(db: Da
     assert again.status_code == 403
     assert "already been used" in again.text
     assert "tc_guest" not in again.cookies
+    # With that cookie the guest's browser gets the visit's pages, and no other visit's.
+    async with httpx.AsyncClient(base_url=live.base, cookies={"tc_guest": guest_cookie}) as guest_http:
+        page = await guest_http.get(f"/visits/{appt}/call")
+        assert page.status_code == 200
+        assert 'data-role="interpreter"' in page.text
+        assert 'data-allowed="yes"' in page.text
+        ice = (await guest_http.get("/api/v1/visits/ice-servers")).json()
+        assert ice == {"iceServers": [], "ttl": 3600}
+        assert (await guest_http.get(f"/visits/{other}/call")).status_code == 403
+        assert (await guest_http.get("/home")).status_code in (303, 401)  # no portal access
     # The guest enters the room alongside patient and clinician; their peer id carries no name.
     url = f"{live.ws}/ws/visits/{appt}/signal"
     d = await open_socket(url, f"tc_session={doctor.cookie}")

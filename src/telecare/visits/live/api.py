@@ -478,6 +478,9 @@ class _Socket:
                     await self.emit(relayed(message), to=message.to)
                 except ValueError:
                     await self.send({"type": "error", "code": "too_large", "detail": "Message too large."})
+                except Exception as exc:  # the bus (PostgreSQL) is unreachable: tell the sender
+                    log.warning("signaling relay failed: %s", type(exc).__name__)
+                    await self.send({"type": "error", "code": "relay_unavailable", "detail": "Try again."})
             elif isinstance(message, Bye):
                 self.outcome = "bye"
                 return
