@@ -39,14 +39,18 @@ async def search_audit(
     if before_id is not None:
         stmt = stmt.where(AuditEntry.id < before_id)
     rows = list((await session.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit))).scalars())
+    # Attribute the search to the patient only when entries about them were returned: a filter on a
+    # patient outside the caller's reach returns nothing and must not appear in that patient's accounting
+    # of disclosures as an access to their record.
+    returned = patient_id is not None and any(row.patient_id == patient_id for row in rows)
     await audit.record(
         session,
         principal.actor(),
         key=access.audit_key(session),
         action=AuditAction.SEARCH,
         resource_type=str(Resource.AUDIT_EVENT),
-        patient_id=patient_id,
+        patient_id=patient_id if returned else None,
         purpose=Purpose.OPERATIONS,
-        detail={"count": len(rows)},
+        detail={"count": len(rows), "patient_filter": patient_id is not None},
     )
     return rows

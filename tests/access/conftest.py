@@ -1,0 +1,86 @@
+"""Module-scoped databases for the matrix-style tests: the world is built once per backend per module and
+hundreds of cases run against it. (tests/conftest.py gives each test its own fresh database, which is the
+right default but too slow for ~2,600 cases.)"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from telecare.config import Mode, Settings
+from tests.conftest import BACKENDS, _pg_exec, _pg_url, skip_or_fail
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path_factory.mktemp("matrix") / "telecare.db"
+        shutil.copyfile(template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    admin = request.getfixturevalue("pg_admin_url")
+    template_name = request.getfixturevalue("pg_template")
+    if admin is None or template_name is None:
+        skip_or_fail("PostgreSQL unavailable: install pgserver or set TELECARE_TEST_POSTGRES_URL")
+    name = f"telecare_m{os.getpid()}_{next(_counter)}"
+    _pg_exec(admin, f"CREATE DATABASE {name} TEMPLATE {template_name}")
+    try:
+        yield _pg_url(admin, name)
+    finally:
+        with contextlib.suppress(Exception):
+            _pg_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        mode=Mode.TEST,
+        database_url=module_database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        session_secret="test-session-secret-" + "x" * 32,  # type: ignore[arg-type]
+        audit_hmac_key="test-audit-key-" + "y" * 32,  # type: ignore[arg-type]
+        _env_file=None,
+    )  # type: ignore[call-arg]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_app(module_settings: Settings) -> AsyncIterator[Any]:
+    from telecare.app import create_app
+
+    application = create_app(module_settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_client(module_app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=module_app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_db(module_settings: Settings) -> AsyncIterator[Any]:
+    from telecare.core.db import Database
+    from telecare.models import import_all_models
+
+    import_all_models()
+    database = Database(module_settings)
+    try:
+        yield database
+    finally:
+        await database.dispose()
