@@ -5,6 +5,7 @@ right default but too slow for ~2,600 cases.)"""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import os
 import shutil
@@ -17,7 +18,12 @@ import pytest
 import pytest_asyncio
 
 from telecare.config import Mode, Settings
+from tests.access.matrix_kit import World, build_world
 from tests.conftest import BACKENDS, _pg_exec, _pg_url, skip_or_fail
+
+# Every tests/<domain>/probes.py registers its targets, probes and world additions on import.
+for _path in sorted(Path(__file__).resolve().parents[1].glob("*/probes.py")):
+    importlib.import_module(f"tests.{_path.parent.name}.probes")
 
 _counter = itertools.count()
 
@@ -84,3 +90,9 @@ async def module_db(module_settings: Settings) -> AsyncIterator[Any]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(module_db: Any, module_client: httpx.AsyncClient) -> AsyncIterator[World]:
+    """Two organizations with a user per role, patients, care teams, tokens, audit entries and grants."""
+    yield await build_world(module_db, module_client)

@@ -15,13 +15,7 @@ perform the action. Each case asserts, on the response body:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import pytest_asyncio
 
 from telecare.access.policy import POLICY, Action, Resource, allowed_reach
 from telecare.identity.models import Role
@@ -31,15 +25,10 @@ from tests.access.matrix_kit import (
     Expect,
     Rel,
     World,
-    build_world,
     caller_for,
     expectation,
     leaks,
 )
-
-# Every tests/<domain>/probes.py registers its probes on import.
-for _path in sorted(Path(__file__).resolve().parents[1].glob("*/probes.py")):
-    importlib.import_module(f"tests.{_path.parent.name}.probes")
 
 CALLERS: list[Role | None] = [*Role, None]
 CASES = [
@@ -63,11 +52,6 @@ UNEXPOSED_GRANTS = {
 def _case_id(case: tuple[Role | None, Resource, Action, Rel]) -> str:
     caller, resource, action, rel = case
     return f"{caller or 'anonymous'}-{resource}-{action}-{rel}"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(module_db: Any, module_client: Any) -> AsyncIterator[World]:
-    yield await build_world(module_db, module_client)
 
 
 def test_every_cell_has_a_probe_or_is_declared_absent() -> None:
