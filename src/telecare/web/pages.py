@@ -26,6 +26,8 @@ from telecare.web.templating import nav_for, page
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 25
+# The fields of the contact form. Listed, not derived from PatientUpdate: a blank field clears its value,
+# so a field the form does not show must never be part of the update.
 CONTACT_FIELDS = (
     "email",
     "phone",
