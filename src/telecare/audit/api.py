@@ -13,6 +13,7 @@ from telecare.access.policy import Action, Reach, Resource
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditEntry, Purpose
 from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.core.params import MAX_ID
 from telecare.identity.schemas import AuditEventRead
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
@@ -22,10 +23,10 @@ router = APIRouter(prefix="/api/v1", tags=["audit"])
 async def search_audit(
     session: DbSession,
     principal: CurrentPrincipal,
-    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    patient_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[AuditEntry]:
     """Audit entries, newest first. Patients see who accessed their own record."""
     reach = access.reach_for(principal, Resource.AUDIT_EVENT, Action.SEARCH)

@@ -281,7 +281,9 @@ async def principal_from_token(
     if not token.startswith(TOKEN_PREFIX):
         return None
     token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
-    if not token_id.isdigit() or not secret:
+    # ASCII and bounded before the lookup: an id beyond 64 bits made the SQLite driver raise, and a
+    # non-ASCII digit ("²") made int() raise: both were a 500 to anyone holding no credentials.
+    if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 10 or not secret:
         return None
     record = await session.get(ApiToken, int(token_id))
     from telecare.core.crypto import constant_time_equal
