@@ -126,8 +126,10 @@ def demo_server(
                 _pg_exec(request.getfixturevalue("pg_admin_url"), f"DROP DATABASE {pg_name} WITH (FORCE)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module scope on purpose: while Playwright's sync API is running it owns the thread's event loop, so
+    it must be closed before any async test (pytest-asyncio) runs after the browser tests."""
     if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
         skip_or_fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     try:
