@@ -180,7 +180,7 @@ def Authenticated(  # noqa: N802 - reads as a declaration on the route
     async def dependency(request: Request, session: DbSession) -> Principal:
         principal = await resolve_principal(request, session)
         if principal is None:
-            raise NotAuthenticated()
+            raise NotAuthenticated(headers={"WWW-Authenticate": "Bearer"})  # RFC 9110 15.5.2
         if (
             principal.kind == "session"
             and principal.role.is_staff
