@@ -430,6 +430,30 @@ async def test_replayed_or_older_totp_code_is_rejected(client: httpx.AsyncClient
     assert (await client.get("/api/v1/me")).status_code == 200
 
 
+async def test_totp_guessing_is_rate_limited_per_user(
+    client: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    org = await make_org(db)
+    nurse = await make_user(db, org, Role.NURSE)
+    assert nurse.totp_secret
+    freeze_clock(utc_now())
+    await _password_step(client, nurse)
+    right = sessions.current_totp(nurse.totp_secret)
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    for _ in range(settings.totp_rate_per_user_per_minute):
+        assert (await _totp_step(client, nurse, wrong)).status_code == 401
+    # Past the limit even the right code is turned away until the window ends.
+    r = await _totp_step(client, nurse, right)
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert "Too many attempts" in r.text
+    assert (await client.get("/api/v1/me")).json()["code"] == "mfa_required"
+    advance_clock(timedelta(seconds=61))
+    r = await _totp_step(client, nurse)
+    assert r.status_code == 303
+    assert (await client.get("/api/v1/me")).status_code == 200
+
+
 async def test_totp_secret_is_encrypted_at_rest_and_bound_to_its_user(db: Database) -> None:
     org = await make_org(db)
     a = await make_user(db, org, Role.NURSE)
