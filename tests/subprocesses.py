@@ -38,20 +38,27 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(
-    settings: Settings, *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+def run_telecare(
+    *args: str, cwd: Path, env: dict[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m telecare ARGS` with the test database and secrets in its environment."""
+    """`python -m telecare ARGS` with exactly `env`."""
     return subprocess.run(
         [sys.executable, "-m", "telecare", *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=env if env is not None else cli_env(settings),
+        env=env,
         timeout=120,
         check=False,
     )
+
+
+def run_cli(
+    settings: Settings, *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m telecare ARGS` with the test database and secrets in its environment."""
+    return run_telecare(*args, cwd=cwd, env=env if env is not None else cli_env(settings), stdin=stdin)
 
 
 def free_port() -> int:

@@ -7,8 +7,6 @@ import base64
 import os
 import re
 import stat
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from telecare.core.db import Database
 from telecare.identity.demo import DEMO_DOMAIN, demo_password
 from telecare.identity.models import CareTeamMember, Patient, Role, User
 from tests.factories import bearer, make_org, make_patient, make_user, token_for, web_login
-from tests.subprocesses import SRC, run_cli
+from tests.subprocesses import SRC, run_cli, run_telecare
 
 NEW_PASSWORD = "a long enough passphrase"
 
@@ -99,7 +97,7 @@ def test_users_create_refuses_bad_input_before_touching_the_database(
 ) -> None:
     env = _bare_env(TELECARE_DATABASE_URL=f"sqlite:///{tmp_path / 'never.db'}")
     command = ["users", "create", "--email", "x@clinic.test", *args, "--password-stdin"]
-    r = _telecare(*command, cwd=tmp_path, env=env, stdin=stdin + "\n")
+    r = run_telecare(*command, cwd=tmp_path, env=env, stdin=stdin + "\n")
     assert r.returncode == 1
     assert message in r.stderr
     assert not (tmp_path / "never.db").exists()
@@ -378,23 +376,8 @@ def _bare_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _telecare(
-    *args: str, cwd: Path, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "telecare", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_init_env_writes_fresh_secrets_once_and_never_overwrites(tmp_path: Path) -> None:
-    r = _telecare("init-env", cwd=tmp_path, env=_bare_env())
+    r = run_telecare("init-env", cwd=tmp_path, env=_bare_env())
     assert r.returncode == 0, r.stderr
     env_file = tmp_path / ".env"
     assert r.stdout.strip() == "wrote .env"
@@ -408,18 +391,18 @@ def test_init_env_writes_fresh_secrets_once_and_never_overwrites(tmp_path: Path)
     loaded = Settings(mode=Mode.PRODUCTION, _env_file=env_file)  # type: ignore[call-arg]
     assert loaded.secret("audit_hmac_key") == values["TELECARE_AUDIT_HMAC_KEY"]
 
-    r = _telecare("init-env", cwd=tmp_path, env=_bare_env())
+    r = run_telecare("init-env", cwd=tmp_path, env=_bare_env())
     assert r.returncode == 0
     assert "exists; keeping it" in r.stdout
     assert env_file.read_text() == first
     other = tmp_path / "other.env"
     other.write_text("TELECARE_SESSION_SECRET=mine\n")
-    r = _telecare("init-env", "--path", str(other), cwd=tmp_path, env=_bare_env())
+    r = run_telecare("init-env", "--path", str(other), cwd=tmp_path, env=_bare_env())
     assert other.read_text() == "TELECARE_SESSION_SECRET=mine\n"
     # A second directory gets different secrets.
     elsewhere = tmp_path / "b"
     elsewhere.mkdir()
-    _telecare("init-env", cwd=elsewhere, env=_bare_env())
+    run_telecare("init-env", cwd=elsewhere, env=_bare_env())
     assert (elsewhere / ".env").read_text() != first
 
 
@@ -439,7 +422,7 @@ def test_production_mode_refuses_to_start_without_each_secret(tmp_path: Path, mi
         TELECARE_PORT="1",  # never reached: it must refuse before binding
         **given,
     )
-    r = _telecare("serve", cwd=tmp_path, env=env)
+    r = run_telecare("serve", cwd=tmp_path, env=env)
     assert r.returncode != 0
     output = r.stdout + r.stderr
     assert "production mode requires" in output
@@ -447,7 +430,7 @@ def test_production_mode_refuses_to_start_without_each_secret(tmp_path: Path, mi
     for name in SECRETS:
         assert (name in output.split("production mode requires", 1)[1].splitlines()[0]) == (name in expected)
     if missing == "all":
-        r = _telecare("migrate", cwd=tmp_path, env=env)
+        r = run_telecare("migrate", cwd=tmp_path, env=env)
         assert r.returncode != 0
         assert "production mode requires" in r.stderr
     assert not (tmp_path / "prod.db").exists()
@@ -457,6 +440,6 @@ def test_production_mode_starts_with_all_three_secrets(tmp_path: Path) -> None:
     env = _bare_env(
         TELECARE_MODE="production", TELECARE_DATABASE_URL=f"sqlite:///{tmp_path / 'prod.db'}", **SECRETS
     )
-    r = _telecare("migrate", cwd=tmp_path, env=env)
+    r = run_telecare("migrate", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "prod.db").exists()
