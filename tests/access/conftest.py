@@ -4,11 +4,8 @@ right default but too slow for ~2,600 cases.)"""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import itertools
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +14,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from telecare.config import Mode, Settings
+from telecare.config import Settings
 from tests.access.matrix_kit import World, build_world
-from tests.conftest import BACKENDS, _pg_exec, _pg_url, skip_or_fail
+from tests.conftest import BACKENDS, fresh_database_url, make_settings
 
 # Every tests/<domain>/probes.py registers its targets, probes and world additions on import.
 for _path in sorted(Path(__file__).resolve().parents[1].glob("*/probes.py")):
@@ -32,35 +29,12 @@ _counter = itertools.count()
 def module_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        target = tmp_path_factory.mktemp("matrix") / "telecare.db"
-        shutil.copyfile(template, target)
-        yield f"sqlite+aiosqlite:///{target}"
-        return
-    admin = request.getfixturevalue("pg_admin_url")
-    template_name = request.getfixturevalue("pg_template")
-    if admin is None or template_name is None:
-        skip_or_fail("PostgreSQL unavailable: install pgserver or set TELECARE_TEST_POSTGRES_URL")
-    name = f"telecare_m{os.getpid()}_{next(_counter)}"
-    _pg_exec(admin, f"CREATE DATABASE {name} TEMPLATE {template_name}")
-    try:
-        yield _pg_url(admin, name)
-    finally:
-        with contextlib.suppress(Exception):
-            _pg_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from fresh_database_url(str(request.param), tmp_path_factory.mktemp("matrix"), request)
 
 
 @pytest.fixture(scope="module")
 def module_settings(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        mode=Mode.TEST,
-        database_url=module_database_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        session_secret="test-session-secret-" + "x" * 32,  # type: ignore[arg-type]
-        audit_hmac_key="test-audit-key-" + "y" * 32,  # type: ignore[arg-type]
-        _env_file=None,
-    )  # type: ignore[call-arg]
+    return make_settings(module_database_url, tmp_path_factory.mktemp("data"))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

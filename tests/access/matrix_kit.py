@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from telecare.access.models import BreakGlassGrant
 from telecare.access.policy import PATIENT_COMPARTMENT, Action, Reach, Resource, allowed_reach
+from telecare.core.auth import CSRF_HEADER, SESSION_COOKIE
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Role
@@ -77,6 +78,7 @@ class Party:
     org_id: int
     accounts: dict[Role, Account]
     tokens: dict[Role, str]
+    sessions: dict[Role, dict[str, str]]  # web-session cookie and CSRF header, per role
     own: PatientRec  # the patient user's record; on the care team of every clinician above
     other: PatientRec  # on the bystander's care team only
     bystander: Account  # a physician who is never a caller
@@ -317,6 +319,7 @@ async def _party(db: Database, tag: str, state: str) -> Party:
     assert bystander.practitioner_id is not None
     await add_to_care_team(db, patient_id=other, practitioner_id=bystander.practitioner_id, org_id=org)
     tokens = {role: await token_for(db, acc) for role, acc in accounts.items()}
+    web_sessions = {role: await _web_session(db, acc) for role, acc in accounts.items()}
 
     def rec(pid: int, mrn: str, given: str, family: str, born: date, phone: str) -> PatientRec:
         return PatientRec(pid, org, mrn, given, family, born, phone, state)
@@ -337,7 +340,7 @@ async def _party(db: Database, tag: str, state: str) -> Party:
             rec(r.id, r.mrn, r.given_name, r.family_name, r.birth_date, r.phone or "")
             for r in (own_row, other_row)
         ]
-    return Party(org, accounts, tokens, recs[0], recs[1], bystander, spare, markers)
+    return Party(org, accounts, tokens, web_sessions, recs[0], recs[1], bystander, spare, markers)
 
 
 async def build_world(db: Database, client: httpx.AsyncClient) -> World:
@@ -369,9 +372,29 @@ async def build_world(db: Database, client: httpx.AsyncClient) -> World:
     return world
 
 
-def caller_for(world: World, role: Role | None) -> Caller:
+async def _web_session(db: Database, account: Account) -> dict[str, str]:
+    """A signed-in browser session (TOTP completed for staff; the sign-in pages are tested in
+    tests/identity): the cookie, and the CSRF header unsafe methods need."""
+    from telecare.identity.models import User
+    from telecare.identity.sessions import create_web_session
+
+    async with db.unit_of_work() as s:
+        user = await s.get(User, account.user_id)
+        assert user is not None
+        new = await create_web_session(s, user, client_addr="127.0.0.1", mfa_verified=True)
+    return {"cookie": f"{SESSION_COOKIE}={new.token}", CSRF_HEADER: new.csrf_token}
+
+
+class Surface(enum.StrEnum):
+    TOKEN = "token"  # an API bearer token with user/*.cruds
+    SESSION = "session"  # the web session cookie (what the pages' scripts use), CSRF header on writes
+
+
+def caller_for(world: World, role: Role | None, surface: Surface = Surface.TOKEN) -> Caller:
     if role is None:
         return Caller(None, None, {})
+    if surface is Surface.SESSION:
+        return Caller(role, world.a.accounts[role], dict(world.a.sessions[role]))
     return Caller(role, world.a.accounts[role], bearer(world.a.tokens[role]))
 
 

@@ -24,11 +24,12 @@ from sqlalchemy import select
 
 from telecare.access.models import BreakGlassGrant
 from telecare.audit.models import AuditEntry
-from telecare.config import Mode, Settings
+from telecare.config import Settings
 from telecare.core.db import Database
 from telecare.core.time import advance_clock, freeze_clock
 from telecare.identity.models import Patient, Role
 from telecare.notifications.models import Notification
+from tests.conftest import make_settings
 from tests.factories import Account, bearer, make_org, make_patient, make_user, token_for, web_login
 
 PRIVACY = "privacy.officer@hospital-example.org"
@@ -75,17 +76,9 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 def settings(database_url: str, tmp_path: Path, smtp: tuple[Inbox, int]) -> Settings:
     """The shared test settings plus the SMTP server, and a configured grant length of 4 hours that the
     60-minute ceiling (goal 6) must cut down."""
-    return Settings(
-        mode=Mode.TEST,
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        session_secret="test-session-secret-" + "x" * 32,  # type: ignore[arg-type]
-        audit_hmac_key="test-audit-key-" + "y" * 32,  # type: ignore[arg-type]
-        smtp_host="127.0.0.1",
-        smtp_port=smtp[1],
-        break_glass_minutes=240,
-        _env_file=None,
-    )  # type: ignore[call-arg]
+    return make_settings(
+        database_url, tmp_path / "data", smtp_host="127.0.0.1", smtp_port=smtp[1], break_glass_minutes=240
+    )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The authorization matrix (SECURITY_RELIABILITY.md goal 1), generated from the one policy table.
 
-Cases: every caller (8 roles + unauthenticated) x every Resource x every Action x every relationship (own or
-assigned / same organization, unrelated / other organization), on SQLite and on PostgreSQL. The expected
+Cases: every caller (8 roles, each with an API token and with a web session, + unauthenticated) x every
+Resource x every Action x every relationship (own or assigned / same organization, unrelated / other
+organization), on SQLite and on PostgreSQL. The expected
 outcome of each case comes from `POLICY` alone (tests/access/matrix_kit.expectation); the probes say how to
 perform the action. Each case asserts, on the response body:
   - allowed: 2xx, the target is in the body, and a write is in the database afterwards;
@@ -24,13 +25,15 @@ from tests.access.matrix_kit import (
     TARGETS,
     Expect,
     Rel,
+    Surface,
     World,
     caller_for,
     expectation,
     leaks,
 )
 
-CALLERS: list[Role | None] = [*Role, None]
+# Each role through both credentials the app accepts: an API token and a web session (cookie + CSRF).
+CALLERS: list[tuple[Role | None, Surface | None]] = [(r, s) for r in Role for s in Surface] + [(None, None)]
 CASES = [
     (caller, resource, action, rel)
     for caller in CALLERS
@@ -49,9 +52,13 @@ UNEXPOSED_GRANTS = {
 }
 
 
-def _case_id(case: tuple[Role | None, Resource, Action, Rel]) -> str:
-    caller, resource, action, rel = case
-    return f"{caller or 'anonymous'}-{resource}-{action}-{rel}"
+Case = tuple[tuple[Role | None, Surface | None], Resource, Action, Rel]
+
+
+def _case_id(case: Case) -> str:
+    (role, surface), resource, action, rel = case
+    who = f"{role}@{surface}" if role else "anonymous"
+    return f"{who}-{resource}-{action}-{rel}"
 
 
 def test_every_cell_has_a_probe_or_is_declared_absent() -> None:
@@ -72,18 +79,19 @@ def test_unexposed_grants_list_is_exact() -> None:
 
 
 def test_matrix_size_meets_goal_one() -> None:
-    # 9 callers x 8 resource types x 6 actions x 3 relationships = 1,296 per backend, 2,592 in all; goal 1's
-    # 1,728 assumes 12 resource types, which later domains add to POLICY (each adds 162 cases per backend).
-    assert len(CASES) == len(CALLERS) * len(Resource) * len(Action) * len(Rel)
-    assert len(CASES) * 2 >= 1728
+    # 17 callers (8 roles x 2 credentials + anonymous) x 8 resource types x 6 actions x 3 relationships =
+    # 2,448 per backend, 4,896 in all. Goal 1 counts 8 principals x 12 resource types x 6 x 3 = 1,728; with
+    # this table's 8 resource types, 9 principals x 8 x 6 x 3 = 1,296 per credential kind per backend.
+    assert len(CASES) == (len(Role) * len(Surface) + 1) * len(Resource) * len(Action) * len(Rel)
+    assert len(CASES) >= 1728
 
 
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-async def test_matrix(world: World, case: tuple[Role | None, Resource, Action, Rel]) -> None:
-    role, resource, action, rel = case
+async def test_matrix(world: World, case: Case) -> None:
+    (role, surface), resource, action, rel = case
     probe_ = PROBES[(resource, action)]
-    caller = caller_for(world, role)
+    caller = caller_for(world, role, surface or Surface.TOKEN)
     target = await TARGETS[resource](world, caller, rel)
     if probe_.perform is None:
         assert probe_.absent_request is not None

@@ -167,3 +167,19 @@ async def test_coordinator_gets_contact_and_scheduling_fields_only(world: World)
     r = await world.client.get(f"/api/v1/patients/{own}/$export", headers=me.headers)
     assert r.status_code == 403
     assert world.a.own.mrn not in r.text
+
+
+@MODULE_LOOP
+async def test_session_writes_need_the_csrf_token(world: World) -> None:
+    session = dict(world.a.sessions[Role.COORDINATOR])
+    own = world.a.own.id
+    url = f"/api/v1/patients/{own}"
+    without = {k: v for k, v in session.items() if k == "cookie"}
+    wrong = without | {"x-csrf-token": "not-the-token"}
+    for headers in (without, wrong):
+        r = await world.client.patch(url, json={"city": "Forged"}, headers=headers)
+        assert r.status_code == 403, r.text
+    assert (await world.client.get(url, headers=without)).json()["city"] != "Forged"  # reads need no token
+    r = await world.client.patch(url, json={"city": "Genuine"}, headers=session)
+    assert r.status_code == 200
+    assert r.json()["city"] == "Genuine"

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from telecare.config import Mode, Settings
+from telecare.config import Settings
 from telecare.core.db import Database
 from telecare.identity.models import Role
+from tests.conftest import make_settings
 from tests.factories import bearer, make_org, make_patient, make_user, token_for
 
 LIMIT = 4096
@@ -25,16 +26,7 @@ PHI = ("Zebulon", "Quartermaine", "MRN-PHI-77", "1961-04-23")
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        mode=Mode.TEST,
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        session_secret="test-session-secret-" + "x" * 32,  # type: ignore[arg-type]
-        audit_hmac_key="test-audit-key-" + "y" * 32,  # type: ignore[arg-type]
-        max_body_bytes=LIMIT,
-        log_level="DEBUG",
-        _env_file=None,
-    )  # type: ignore[call-arg]
+    return make_settings(database_url, tmp_path / "data", max_body_bytes=LIMIT, log_level="DEBUG")
 
 
 async def _coordinator(db: Database) -> tuple[int, dict[str, str]]:

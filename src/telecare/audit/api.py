@@ -14,6 +14,7 @@ from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditEntry, Purpose
 from telecare.core.auth import CurrentPrincipal, DbSession
 from telecare.core.params import MAX_ID
+from telecare.identity.models import Patient
 from telecare.identity.schemas import AuditEventRead
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
@@ -40,10 +41,19 @@ async def search_audit(
     if before_id is not None:
         stmt = stmt.where(AuditEntry.id < before_id)
     rows = list((await session.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit))).scalars())
-    # Attribute the search to the patient only when entries about them were returned: a filter on a
-    # patient outside the caller's reach returns nothing and must not appear in that patient's accounting
-    # of disclosures as an access to their record.
-    returned = patient_id is not None and any(row.patient_id == patient_id for row in rows)
+    # Attribute the search to the patient only when entries about them were returned and the patient is
+    # the organization's own: a filter on a patient outside the caller's reach (or one only named by this
+    # organization's refused attempts) must not appear in that patient's accounting of disclosures.
+    returned = (
+        patient_id is not None
+        and any(row.patient_id == patient_id for row in rows)
+        and (
+            await session.execute(
+                select(Patient.id).where(Patient.id == patient_id, Patient.org_id == principal.org_id)
+            )
+        ).first()
+        is not None
+    )
     await audit.record(
         session,
         principal.actor(),
