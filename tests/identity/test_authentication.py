@@ -430,6 +430,40 @@ async def test_replayed_or_older_totp_code_is_rejected(client: httpx.AsyncClient
     assert (await client.get("/api/v1/me")).status_code == 200
 
 
+async def test_one_totp_code_submitted_twice_at_once_signs_in_only_once(app: Any, db: Database) -> None:
+    """A phished code raced against its owner: exactly one of two concurrent submissions may win."""
+    org = await make_org(db)
+    doc = await make_user(db, org, Role.PHYSICIAN)
+    assert doc.totp_secret
+    freeze_clock(utc_now())
+    clients = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=(f"192.0.2.{i}", 1)), base_url="http://t"
+        )
+        for i in (1, 2)
+    ]
+    pages = []
+    for c in clients:
+        await _password_step(c, doc)
+        page = await c.get("/login/enrol")
+        assert page.status_code == 200
+        pages.append(_csrf(page.text))
+    code = sessions.current_totp(doc.totp_secret)
+    results = await asyncio.gather(
+        *(
+            c.post("/login/enrol", data={"code": code, "csrf_token": csrf})
+            for c, csrf in zip(clients, pages, strict=True)
+        )
+    )
+    statuses = sorted(r.status_code for r in results)
+    assert statuses[0] == 303
+    assert statuses[1] in (401, 403), statuses  # refused (403 on the enrol page once enrolment completed)
+    verified = [(await c.get("/api/v1/me")).status_code for c in clients]
+    assert sorted(verified) == [200, 401]
+    for c in clients:
+        await c.aclose()
+
+
 async def test_totp_guessing_is_rate_limited_per_user(
     client: httpx.AsyncClient, db: Database, settings: Settings
 ) -> None:
