@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -396,7 +395,3 @@ def caller_for(world: World, role: Role | None, surface: Surface = Surface.TOKEN
     if surface is Surface.SESSION:
         return Caller(role, world.a.accounts[role], dict(world.a.sessions[role]))
     return Caller(role, world.a.accounts[role], bearer(world.a.tokens[role]))
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

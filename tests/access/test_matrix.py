@@ -2,9 +2,9 @@
 
 Cases: every caller (8 roles, each with an API token and with a web session, + unauthenticated) x every
 Resource x every Action x every relationship (own or assigned / same organization, unrelated / other
-organization), on SQLite and on PostgreSQL. The expected
-outcome of each case comes from `POLICY` alone (tests/access/matrix_kit.expectation); the probes say how to
-perform the action. Each case asserts, on the response body:
+organization), on SQLite and on PostgreSQL. The expected outcome of each case comes from `POLICY` alone
+(tests/access/matrix_kit.expectation); the probes say how to perform the action. Each case asserts, on the
+response body:
   - allowed: 2xx, the target is in the body, and a write is in the database afterwards;
   - filtered (a search or aggregate the role may run, on a target outside its reach): 2xx, target absent;
   - denied: 401 without credentials, 403 without a grant, 404 outside reach (no existence oracle), and a
@@ -129,4 +129,6 @@ async def test_matrix(world: World, case: Case) -> None:
         assert outcome.shown in (False, None), detail
         assert outcome.effect in (False, None), detail
         assert response.headers["content-type"].startswith("application/problem+json"), detail
+    if expected is not Expect.ALLOW:  # the target's own telltale strings (later domains: values, notes)
+        assert [m for m in target.markers if m in response.text] == [], detail
     assert leaks(world, caller, probe_, response) == [], detail
