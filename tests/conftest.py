@@ -90,11 +90,11 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+def fresh_database_url(backend: str, directory: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database copied from the backend's template; dropped afterwards (PostgreSQL)."""
     if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
-        target = tmp_path / "telecare.db"
+        target = directory / "telecare.db"
         shutil.copyfile(template, target)
         yield f"sqlite+aiosqlite:///{target}"
         return
@@ -112,15 +112,26 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from fresh_database_url(backend, tmp_path, request)
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """The settings every test app runs with, plus `overrides` (e.g. smtp_port, max_body_bytes)."""
     return Settings(
         mode=Mode.TEST,
         database_url=database_url,
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         session_secret="test-session-secret-" + "x" * 32,  # type: ignore[arg-type]
         audit_hmac_key="test-audit-key-" + "y" * 32,  # type: ignore[arg-type]
         _env_file=None,
+        **overrides,
     )  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,13 +14,14 @@ from telecare.core.auth import public
 from telecare.core.db import Database
 from telecare.core.errors import install_error_handlers
 from telecare.core.events import EventBus
+from telecare.core.logs import configure_logging
 from telecare.core.middleware import BodyLimit, SecurityHeaders
 from telecare.models import import_all_models
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings)
     import_all_models()
     db = Database(settings)
 

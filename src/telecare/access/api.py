@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from telecare.access import flows
-from telecare.access import service as access
 from telecare.access.models import BreakGlassGrant
-from telecare.access.policy import Action, Resource
 from telecare.core.auth import CurrentPrincipal, DbSession
 from telecare.identity.schemas import BreakGlassRead, BreakGlassRequest
 
@@ -40,13 +37,4 @@ async def break_glass(
 @router.get("/break-glass", response_model=list[BreakGlassRead])
 async def list_break_glass(session: DbSession, principal: CurrentPrincipal) -> list[BreakGlassRead]:
     """Emergency accesses in the organization, newest first (privacy review; admins)."""
-    access.reach_for(principal, Resource.BREAK_GLASS, Action.SEARCH)
-    grants = (
-        await session.execute(
-            select(BreakGlassGrant)
-            .where(BreakGlassGrant.org_id == principal.org_id)
-            .order_by(BreakGlassGrant.id.desc())
-            .limit(500)
-        )
-    ).scalars()
-    return [_read(g) for g in grants]
+    return [_read(grant) for grant, _user in await flows.list_emergency_accesses(session, principal)]

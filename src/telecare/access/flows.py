@@ -115,3 +115,19 @@ async def break_the_glass(
             link="/admin/break-glass",
         )
     return grant
+
+
+async def list_emergency_accesses(
+    session: AsyncSession, principal: Principal, *, limit: int = 500
+) -> list[tuple[BreakGlassGrant, User]]:
+    """Break-the-glass grants of the organization with the user who opened each, newest first (privacy
+    review). Patients are named by record id only: reviewers hold no grant on patient data."""
+    reach_for(principal, Resource.BREAK_GLASS, Action.SEARCH)
+    rows = await session.execute(
+        select(BreakGlassGrant, User)
+        .join(User, User.id == BreakGlassGrant.user_id)
+        .where(BreakGlassGrant.org_id == principal.org_id)
+        .order_by(BreakGlassGrant.id.desc())
+        .limit(limit)
+    )
+    return [(grant, user) for grant, user in rows]

@@ -13,6 +13,8 @@ from telecare.access.policy import Action, Reach, Resource
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditEntry, Purpose
 from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.core.params import MAX_ID
+from telecare.identity.models import Patient
 from telecare.identity.schemas import AuditEventRead
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
@@ -22,10 +24,10 @@ router = APIRouter(prefix="/api/v1", tags=["audit"])
 async def search_audit(
     session: DbSession,
     principal: CurrentPrincipal,
-    patient_id: Annotated[int | None, Query(ge=1)] = None,
+    patient_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[AuditEntry]:
     """Audit entries, newest first. Patients see who accessed their own record."""
     reach = access.reach_for(principal, Resource.AUDIT_EVENT, Action.SEARCH)
@@ -39,14 +41,27 @@ async def search_audit(
     if before_id is not None:
         stmt = stmt.where(AuditEntry.id < before_id)
     rows = list((await session.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit))).scalars())
+    # Attribute the search to the patient only when entries about them were returned and the patient is
+    # the organization's own: a filter on a patient outside the caller's reach (or one only named by this
+    # organization's refused attempts) must not appear in that patient's accounting of disclosures.
+    returned = (
+        patient_id is not None
+        and any(row.patient_id == patient_id for row in rows)
+        and (
+            await session.execute(
+                select(Patient.id).where(Patient.id == patient_id, Patient.org_id == principal.org_id)
+            )
+        ).first()
+        is not None
+    )
     await audit.record(
         session,
         principal.actor(),
         key=access.audit_key(session),
         action=AuditAction.SEARCH,
         resource_type=str(Resource.AUDIT_EVENT),
-        patient_id=patient_id,
+        patient_id=patient_id if returned else None,
         purpose=Purpose.OPERATIONS,
-        detail={"count": len(rows)},
+        detail={"count": len(rows), "patient_filter": patient_id is not None},
     )
     return rows

@@ -48,7 +48,8 @@ def canonical(entry: AuditEntry) -> bytes:
         entry.outcome,
         entry.client_addr,
         entry.purpose,
-        entry.detail or {},
+        # Not `detail or {}`: that would let NULL, [], "" or false stand in for {} without breaking the MAC.
+        entry.detail,
         entry.prev_mac,
     ]
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -123,17 +124,13 @@ class VerifyResult:
 
 
 async def _entries(session: AsyncSession, batch: int = 5000) -> AsyncIterator[AuditEntry]:
-    last = 0
+    """Every row in id order, from the lowest id present: rows planted below 1 are walked, not skipped."""
+    last: int | None = None
     while True:
-        rows = (
-            (
-                await session.execute(
-                    select(AuditEntry).where(AuditEntry.id > last).order_by(AuditEntry.id).limit(batch)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        stmt = select(AuditEntry).order_by(AuditEntry.id).limit(batch)
+        if last is not None:
+            stmt = stmt.where(AuditEntry.id > last)
+        rows = (await session.execute(stmt)).scalars().all()
         if not rows:
             return
         for row in rows:
@@ -149,12 +146,19 @@ async def verify_chain(session: AsyncSession, *, key: bytes) -> VerifyResult:
     checked = 0
     async for entry in _entries(session):
         checked += 1
+        if entry.id > prev_id + 1:
+            return VerifyResult(
+                False,
+                checked,
+                entry.id,
+                f"entry {prev_id + 1} is missing: entry {entry.id} follows {prev_id}",
+            )
         if entry.id != prev_id + 1:
             return VerifyResult(
                 False,
                 checked,
                 entry.id,
-                f"entry {entry.id} follows {prev_id}: an entry is missing or was inserted",
+                f"entry {entry.id} is out of sequence (expected {prev_id + 1}): inserted outside Telecare",
             )
         if not constant_time_equal(entry.prev_mac, prev_mac):
             return VerifyResult(

@@ -55,7 +55,10 @@ class Principal:
         for scope in self.scopes:
             _, _, body = scope.partition("/")
             res, _, letters = body.partition(".")
-            if res in ("*", resource) and letter in letters:
+            # Only plain permission letters count. A granular scope (`Observation.rs?category=...`) narrows
+            # access in SMART v2; not being enforced here, it grants nothing, rather than its query string's
+            # letters ("category" holds a c) granting create.
+            if res in ("*", resource) and letter in letters and set(letters) <= set("cruds"):
                 return True
         return False
 
@@ -180,7 +183,7 @@ def Authenticated(  # noqa: N802 - reads as a declaration on the route
     async def dependency(request: Request, session: DbSession) -> Principal:
         principal = await resolve_principal(request, session)
         if principal is None:
-            raise NotAuthenticated()
+            raise NotAuthenticated(headers={"WWW-Authenticate": "Bearer"})  # RFC 9110 15.5.2
         if (
             principal.kind == "session"
             and principal.role.is_staff

@@ -210,15 +210,110 @@ def render_error(
     )
 
 
+def _unauthenticated_on_protected_route(request: Request) -> Response | None:
+    """FastAPI parses and validates a body before it runs the route's dependencies, so a malformed request
+    without any credentials would get 400/422 (telling an anonymous caller about the contract) instead of
+    401. Authenticate first: when the matched route declares a non-public auth dependency and the request
+    carries neither a bearer token nor a session cookie, answer 401."""
+    from telecare.core.auth import SESSION_COOKIE, public
+
+    if request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE):
+        return None
+    stack = [getattr(request.scope.get("route"), "dependant", None)]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        call = node.call
+        if call is not None and call is not public and getattr(call, "__telecare_auth__", False):
+            exc = NotAuthenticated(headers={"WWW-Authenticate": "Bearer"})
+            return render_error(
+                request, exc.status_code, exc.code, exc.title, exc.detail, headers=exc.headers
+            )
+        stack.extend(node.dependencies)
+    return None
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. `errors` names each offending field.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "detail"],
+                "properties": {"field": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe the error bodies the API really sends: FastAPI documents 422 as its own HTTPValidationError
+    shape, but every /api error is problem+json (schemathesis validates responses against this)."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith("/api/"):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Validation failed; `errors` names each field.",
+                    "content": problem,
+                }
+            responses.setdefault("default", {"description": "Error (problem+json)", "content": problem})
+    components = schema["components"]["schemas"]
+    text = str(schema["paths"])
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused in components and f"schemas/{unused}'" not in text:
+            del components[unused]
+    return schema
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return _document_problems(generate_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> Response:
         return render_error(
             request, exc.status_code, exc.code, exc.title, exc.detail, exc.errors, exc.headers, exc.extra
         )
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> Response:
+        # SQLite's driver cannot bind integers beyond 64 bits. Routes bound their ids (core/params.py); this
+        # keeps any parameter a route forgot to bound a 4xx rather than a 500.
+        log.warning("integer out of range on %s %s", request.method, request.url.path)
+        return render_error(
+            request,
+            422,
+            ValidationFailed.code,
+            ValidationFailed.title,
+            "A number in the request is out of range.",
+            [FieldError("id", "out of range")],
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if (denied := _unauthenticated_on_protected_route(request)) is not None:
+            return denied
         return render_error(
             request,
             422,
@@ -230,6 +325,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and (denied := _unauthenticated_on_protected_route(request)) is not None:
+            return denied  # an unparsable body from a caller without credentials
         code = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}.get(
             exc.status_code, "http_error"
         )

@@ -43,19 +43,30 @@ class BodyLimit:
                     await _reject(scope, send, limit)
                     return
         received = 0
+        exceeded = started = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # FastAPI turns the aborted read into its own 400; the answer is 413 (below)
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, guarded_send)
         except _TooLarge:
+            pass
+        if exceeded and not started:
             await _reject(scope, send, limit)
 
 

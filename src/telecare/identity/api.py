@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from telecare.access.policy import Action
 from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.core.params import PathId
 from telecare.identity import service
 from telecare.identity.models import User
 from telecare.identity.schemas import (
@@ -74,14 +75,14 @@ async def create_patient(body: PatientCreate, session: DbSession, principal: Cur
 
 
 @router.get("/patients/{patient_id}", response_model=PatientRead)
-async def read_patient(patient_id: int, session: DbSession, principal: CurrentPrincipal) -> PatientRead:
+async def read_patient(patient_id: PathId, session: DbSession, principal: CurrentPrincipal) -> PatientRead:
     """One patient's demographics and contact details."""
     return PatientRead.model_validate(await service.get_patient(session, principal, patient_id=patient_id))
 
 
 @router.patch("/patients/{patient_id}", response_model=PatientRead)
 async def update_patient(
-    patient_id: int, body: PatientUpdate, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, body: PatientUpdate, session: DbSession, principal: CurrentPrincipal
 ) -> PatientRead:
     """Change contact details."""
     patient = await service.update_patient(session, principal, patient_id=patient_id, data=body)
@@ -89,14 +90,16 @@ async def update_patient(
 
 
 @router.get("/patients/{patient_id}/$export")
-async def export_patient(patient_id: int, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+async def export_patient(
+    patient_id: PathId, session: DbSession, principal: CurrentPrincipal
+) -> dict[str, Any]:
     """The patient's whole compartment as JSON."""
     return await service.export_patient(session, principal, patient_id=patient_id)
 
 
 @router.get("/patients/{patient_id}/care-team", response_model=list[CareTeamMemberRead])
 async def read_care_team(
-    patient_id: int, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> list[dict[str, Any]]:
     """The patient's care team."""
     return await service.care_team(session, principal, patient_id=patient_id)
@@ -104,7 +107,7 @@ async def read_care_team(
 
 @router.post("/patients/{patient_id}/care-team", response_model=CareTeamMemberRead, status_code=201)
 async def add_care_team_member(
-    patient_id: int, body: CareTeamMemberCreate, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, body: CareTeamMemberCreate, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Add a practitioner to the care team."""
     member = await service.add_care_team_member(
@@ -124,7 +127,7 @@ async def add_care_team_member(
 
 @router.delete("/patients/{patient_id}/care-team/{member_id}", status_code=204)
 async def remove_care_team_member(
-    patient_id: int, member_id: int, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, member_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> Response:
     """Remove a practitioner from the care team."""
     await service.remove_care_team_member(session, principal, patient_id=patient_id, member_id=member_id)
@@ -139,7 +142,7 @@ async def list_practitioners(session: DbSession, principal: CurrentPrincipal) ->
 
 @router.get("/practitioners/{practitioner_id}", response_model=PractitionerRead)
 async def read_practitioner(
-    practitioner_id: int, session: DbSession, principal: CurrentPrincipal
+    practitioner_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """One practitioner."""
     return (await service.practitioners(session, principal, practitioner_id))[0]
@@ -171,14 +174,14 @@ async def create_user(body: UserCreate, session: DbSession, principal: CurrentPr
 
 
 @router.get("/users/{user_id}", response_model=UserRead)
-async def read_user(user_id: int, session: DbSession, principal: CurrentPrincipal) -> UserRead:
+async def read_user(user_id: PathId, session: DbSession, principal: CurrentPrincipal) -> UserRead:
     """One user."""
     return _user_read(await service.get_user(session, principal, user_id=user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserRead)
 async def update_user(
-    user_id: int, body: UserUpdate, session: DbSession, principal: CurrentPrincipal
+    user_id: PathId, body: UserUpdate, session: DbSession, principal: CurrentPrincipal
 ) -> UserRead:
     """Rename, disable or re-enable a user. Disabling revokes all their sessions and tokens at once."""
     user = await service.get_user(session, principal, user_id=user_id, action=Action.UPDATE)
@@ -235,7 +238,7 @@ async def create_token(body: TokenCreate, session: DbSession, principal: Current
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, session: DbSession, principal: CurrentPrincipal) -> Response:
+async def revoke_token(token_id: PathId, session: DbSession, principal: CurrentPrincipal) -> Response:
     """Revoke a token immediately."""
     await service.revoke_token(session, principal, token_id=token_id)
     return Response(status_code=204)

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from telecare.core.params import MAX_ID
 from telecare.core.time import utc_now
 from telecare.identity.geo import normalise_state
 from telecare.identity.models import Role, Sex
@@ -120,7 +121,7 @@ class CareTeamMemberRead(BaseModel):
 
 
 class CareTeamMemberCreate(Strict):
-    practitioner_id: int = Field(gt=0)
+    practitioner_id: int = Field(gt=0, le=MAX_ID)
     role: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)] = "member"
 
 
@@ -190,7 +191,7 @@ class UserUpdate(Strict):
 
 
 class TokenCreate(Strict):
-    user_id: int = Field(gt=0)
+    user_id: int = Field(gt=0, le=MAX_ID)
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     scopes: list[
         Annotated[str, StringConstraints(pattern=r"^(user|patient|system)/(\*|[A-Za-z]+)\.[cruds]+$")]

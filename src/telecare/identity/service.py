@@ -217,6 +217,9 @@ async def verify_second_factor(
         limit=settings.totp_rate_per_user_per_minute,
         window=timedelta(minutes=1),
     )
+    # Re-read the replay guard under a row lock: two concurrent submissions of one code (a phished code
+    # raced against its owner) must not both see the old last step. SQLite already serialises writers.
+    await session.refresh(user, with_for_update=True)
     ok = sessions.verify_totp(settings, user, code)
     if ok and user.totp_enrolled_at is None:
         user.totp_enrolled_at = utc_now()

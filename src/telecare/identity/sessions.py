@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import pyotp
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.config import Settings
@@ -101,13 +103,27 @@ def current_totp(secret: str) -> str:
 
 
 async def hit_rate_limit(session: AsyncSession, key: str, *, limit: int, window: timedelta) -> None:
-    """Fixed-window counter in the database (shared by all workers). Raises 429 past `limit`."""
+    """Fixed-window counter in the database (shared by all workers). Raises 429 past `limit`.
+
+    The row is created with INSERT .. ON CONFLICT DO NOTHING and then read under a row lock, so concurrent
+    first hits from one address count against one row instead of colliding on its key (a 500 on
+    PostgreSQL) and concurrent hits cannot lose increments. SQLite serialises writers (BEGIN IMMEDIATE)."""
     now = utc_now()
-    counter = await session.get(RateCounter, key)
-    if counter is None:
-        session.add(RateCounter(key=key, window_start=now, count=1))
-        await session.flush()
-        return
+    assert session.bind is not None
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(RateCounter)
+        .values(key=key, window_start=now, count=0)
+        .on_conflict_do_nothing(index_elements=[RateCounter.key])
+    )
+    counter = (
+        await session.execute(
+            select(RateCounter)
+            .where(RateCounter.key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
     if now - counter.window_start >= window:
         counter.window_start, counter.count = now, 1
     else:
@@ -265,7 +281,9 @@ async def principal_from_token(
     if not token.startswith(TOKEN_PREFIX):
         return None
     token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
-    if not token_id.isdigit() or not secret:
+    # ASCII and bounded before the lookup: an id beyond 64 bits made the SQLite driver raise, and a
+    # non-ASCII digit ("²") made int() raise: both were a 500 to anyone holding no credentials.
+    if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 10 or not secret:
         return None
     record = await session.get(ApiToken, int(token_id))
     from telecare.core.crypto import constant_time_equal

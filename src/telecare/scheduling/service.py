@@ -792,6 +792,32 @@ async def my_appointments(session: AsyncSession, principal: Principal) -> list[A
     return rows
 
 
+async def patient_appointments(
+    session: AsyncSession, principal: Principal, *, patient_id: int, limit: int = 50
+) -> list[Appointment]:
+    """One patient's visits, newest first, for the chart (authorised and audited as a search)."""
+    scope = patient_scope(principal, Resource.APPOINTMENT, Action.SEARCH)
+    stmt = (
+        select(Appointment)
+        .where(
+            Appointment.org_id == principal.org_id,
+            Appointment.patient_id == patient_id,
+            Appointment.patient_id.in_(scope.scalar_subquery()),
+        )
+        .order_by(Appointment.start_at.desc())
+        .limit(limit)
+    )
+    rows = list((await session.execute(stmt)).scalars())
+    await record_search(
+        session,
+        principal,
+        resource=Resource.APPOINTMENT,
+        patient_ids=[a.patient_id for a in rows],
+        query={"patient": True},
+    )
+    return rows
+
+
 @dataclass(frozen=True)
 class CalendarEntry:
     appointment: Appointment

@@ -9,17 +9,18 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from telecare.core.errors import FieldError
-from telecare.web.templating import templates
+from telecare.web.templating import page
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def mount_web(app: FastAPI) -> None:
-    from telecare.web import auth_pages, pages
+    from telecare.web import admin_pages, auth_pages, pages
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth_pages.router)
     app.include_router(pages.router)
+    app.include_router(admin_pages.router)
 
     def error_page(
         request: Request, status: int, title: str, detail: str, errors: list[FieldError]
@@ -29,17 +30,14 @@ def mount_web(app: FastAPI) -> None:
 
             target = "/login/totp" if title.startswith("Two-factor") else "/login"
             return RedirectResponse(target, status_code=303)  # type: ignore[return-value]
-        return templates.TemplateResponse(
+        return page(
             request,
             "error.html",
-            {
-                "status": status,
-                "title": title,
-                "detail": detail,
-                "errors": errors,
-                "principal": getattr(request.state, "principal", None),
-            },
             status_code=status,
+            status=status,
+            title=title,
+            detail=detail,
+            errors=errors,
         )
 
     app.state.error_page = error_page

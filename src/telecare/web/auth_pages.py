@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import segno
 from fastapi import APIRouter, Depends, Form, Request
@@ -14,7 +14,7 @@ from telecare.core.crypto import token_digest
 from telecare.core.errors import TooManyRequests
 from telecare.identity import service, sessions
 from telecare.identity.models import User, WebSession
-from telecare.web.templating import templates
+from telecare.web.templating import page
 
 router = APIRouter(include_in_schema=False)
 PublicRoute = Depends(public)
@@ -39,9 +39,15 @@ async def index(request: Request) -> Response:
     return RedirectResponse("/home" if request.cookies.get(SESSION_COOKIE) else "/login", status_code=303)
 
 
+NOTICES = {
+    "idle": "You were signed out after a period of inactivity. Sign in again to continue.",
+}
+
+
 @router.get("/login", response_class=HTMLResponse, dependencies=[PublicRoute])
 async def login_form(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "login.html", {"error": None, "email": ""})
+    notice = NOTICES.get(request.query_params.get("reason", ""))
+    return page(request, "login.html", error=None, email="", notice=notice)
 
 
 @router.post("/login", response_class=HTMLResponse, dependencies=[PublicRoute])
@@ -55,15 +61,13 @@ async def login(
     try:
         outcome = await service.authenticate(session, email=email, password=password, client_addr=addr)
     except TooManyRequests as exc:
-        return templates.TemplateResponse(
+        return page(
             request,
             "login.html",
-            {
-                "error": "Too many sign-in attempts from this address. Wait a minute and try again.",
-                "email": email,
-            },
             status_code=429,
             headers=exc.headers,
+            error="Too many sign-in attempts from this address. Wait a minute and try again.",
+            email=email,
         )
     if not outcome.ok or outcome.user is None:
         message = (
@@ -72,9 +76,7 @@ async def login(
             if outcome.reason == "locked"
             else "The email or password is not correct."
         )
-        return templates.TemplateResponse(
-            request, "login.html", {"error": message, "email": email}, status_code=401
-        )
+        return page(request, "login.html", status_code=401, error=message, email=email)
     user = outcome.user
     new = await sessions.create_web_session(
         session, user, client_addr=addr, mfa_verified=user.role == "patient"
@@ -95,11 +97,16 @@ async def enrol_form(request: Request, session: DbSession, principal: Principal 
     if user.totp_enrolled_at is not None:
         return RedirectResponse("/login/totp", status_code=303)
     secret = service.enrolment_secret(session, user)
-    uri = sessions.provisioning_uri(secret, user.email)
-    qr_svg = segno.make(uri, error="m").svg_inline(scale=5, title="Scan with your authenticator app")
-    return templates.TemplateResponse(
-        request, "enrol.html", {"principal": principal, "secret": secret, "qr_svg": qr_svg, "error": None}
+    return page(
+        request, "enrol.html", principal=principal, secret=secret, qr_svg=_qr(secret, user.email), error=None
     )
+
+
+def _qr(secret: str, email: str) -> str:
+    """The enrolment QR code as inline SVG, rendered here (segno): the secret never leaves the server."""
+    uri = sessions.provisioning_uri(secret, email)
+    svg: str = segno.make(uri, error="m").svg_inline(scale=5, title="Scan with your authenticator app")
+    return svg
 
 
 @router.post("/login/enrol", response_class=HTMLResponse)
@@ -118,7 +125,7 @@ async def totp_form(request: Request, session: DbSession, principal: Principal =
     assert user is not None
     if user.totp_enrolled_at is None:
         return RedirectResponse("/login/enrol", status_code=303)
-    return templates.TemplateResponse(request, "totp.html", {"principal": principal, "error": None})
+    return page(request, "totp.html", principal=principal, error=None)
 
 
 @router.post("/login/totp", response_class=HTMLResponse)
@@ -142,25 +149,23 @@ async def _second_factor(
             session, user=user, code=code, client_addr=principal.client_addr
         )
     except TooManyRequests as exc:
-        return templates.TemplateResponse(
+        return page(
             request,
             "totp.html",
-            {"principal": principal, "error": "Too many attempts. Wait a minute and try again."},
             status_code=429,
             headers=exc.headers,
+            principal=principal,
+            error="Too many attempts. Wait a minute and try again.",
         )
     if not ok:
-        context = {
+        context: dict[str, Any] = {
             "principal": principal,
             "error": "That code is not valid. Enter the current 6-digit code (each code can be used once).",
         }
         if template == "enrol.html":
             secret = service.enrolment_secret(session, user)
-            context["secret"] = secret
-            context["qr_svg"] = segno.make(
-                sessions.provisioning_uri(secret, user.email), error="m"
-            ).svg_inline(scale=5, title="Scan with your authenticator app")
-        return templates.TemplateResponse(request, template, context, status_code=401)
+            context.update(secret=secret, qr_svg=_qr(secret, user.email))
+        return page(request, template, status_code=401, **context)
     # Rotate the session id on privilege change (session fixation defence).
     old = await session.get(WebSession, principal.session_id)
     await sessions.revoke_session(session, principal.session_id)
@@ -184,6 +189,7 @@ async def logout(request: Request, session: DbSession) -> Response:
         form = await request.form()
         if record is not None and form.get("csrf_token") == record.csrf_token:
             await sessions.revoke_session(session, record.id)
-    response = RedirectResponse("/login", status_code=303)
+    idle = (await request.form()).get("reason") == "idle"
+    response = RedirectResponse("/login?reason=idle" if idle else "/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
