@@ -33,6 +33,10 @@ PUBLIC_ROUTES = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    # Guest (interpreter, caregiver) invitation landing: the one-time token in the path is the credential,
+    # checked, consumed and audited by visits.live.invitations.
+    ("GET", "/join/{token}"),
+    ("POST", "/join/{token}"),
 }
 
 
