@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     mail_from: str = "telecare@localhost"
 
+    # Remote patient monitoring (monitoring/)
+    rpm_max_batch: int = 10_000  # readings per native batch request (issue 4)
+    rpm_max_body_bytes: int = 8 * 1024 * 1024  # a 10,000-reading batch is about 2 MB of JSON
+    rpm_device_requests_per_minute: int = 1200  # per device key and worker (token bucket)
+    rpm_background_interval_seconds: float = 30.0  # escalation / missing-data sweep; 0 disables the loop
+    rpm_missing_data_days: int = 3  # default of the missing-data rule (per-patient override possible)
+
     cookie_secure: bool = False
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "INFO"

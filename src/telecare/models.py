@@ -12,6 +12,7 @@ DOMAIN_MODELS = [
     "telecare.audit.models",
     "telecare.access.models",
     "telecare.notifications.models",
+    "telecare.monitoring.models",
 ]
 
 # "module:attribute" of each APIRouter, included in this order.
@@ -19,12 +20,29 @@ DOMAIN_ROUTERS = [
     "telecare.identity.api:router",
     "telecare.access.api:router",
     "telecare.audit.api:router",
+    "telecare.monitoring.api:router",
+    "telecare.monitoring.nightscout:router",
+    "telecare.fhir.api:router",
+    "telecare.web.monitoring:router",
+]
+
+# "module:attribute" of async background loops `fn(app)` started in the app lifespan (clock-driven jobs).
+DOMAIN_BACKGROUND = [
+    "telecare.monitoring.tasks:background_loop",
 ]
 
 
 def import_all_models() -> None:
     for name in DOMAIN_MODELS:
         importlib.import_module(name)
+
+
+def background_jobs() -> list[Any]:
+    out = []
+    for spec in DOMAIN_BACKGROUND:
+        module, _, attr = spec.partition(":")
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
 
 
 def routers() -> list[Any]:

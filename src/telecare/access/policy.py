@@ -51,10 +51,31 @@ class Resource(enum.StrEnum):
     AUDIT_EVENT = "AuditEvent"
     AGGREGATE = "Aggregate"  # de-identified counts for informatics dashboards
     BREAK_GLASS = "BreakGlass"
+    # Remote patient monitoring (monitoring/)
+    OBSERVATION = "Observation"  # device and manual readings
+    DEVICE = "Device"  # monitors and their assignment to patients
+    DEVICE_KEY = "DeviceKey"  # credentials of gateways and vendor integrations
+    RPM_ENROLMENT = "EpisodeOfCare"  # RPM enrolment with consent and ordering practitioner
+    RPM_ALERT = "Flag"  # threshold alerts, acknowledgement and resolution
+    RPM_TARGET = "Goal"  # per-patient threshold overrides
+    RPM_TIME = "RpmTime"  # logged interactive communication and management minutes
+    RPM_BILLING = "RpmBilling"  # the monthly RPM billing worklist
 
 
 # Resources whose records belong to one patient (the patient compartment).
-PATIENT_COMPARTMENT = frozenset({Resource.PATIENT, Resource.CARE_TEAM})
+PATIENT_COMPARTMENT = frozenset(
+    {
+        Resource.PATIENT,
+        Resource.CARE_TEAM,
+        Resource.OBSERVATION,
+        Resource.DEVICE,
+        Resource.RPM_ENROLMENT,
+        Resource.RPM_ALERT,
+        Resource.RPM_TARGET,
+        Resource.RPM_TIME,
+        Resource.RPM_BILLING,
+    }
+)
 
 R, S, C, U, D, E = (Action.READ, Action.SEARCH, Action.CREATE, Action.UPDATE, Action.DELETE, Action.EXPORT)
 CLINICIANS = (Role.PHYSICIAN, Role.NURSE, Role.THERAPIST, Role.PHARMACIST)
@@ -105,6 +126,37 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     Resource.BREAK_GLASS: _merge(
         _grant(CLINICIANS, Reach.ORG, C),
         _grant((Role.ADMIN,), Reach.ORG, S),  # privacy review of emergency accesses
+    ),
+    # Remote patient monitoring. Patients read their own readings and targets and enter manual readings;
+    # clinicians act through the care relationship; coordinators handle device logistics and keys only.
+    Resource.OBSERVATION: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C),
+        _grant(CLINICIANS, Reach.CARE, R, S, C),
+    ),
+    Resource.DEVICE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S, C, U),
+    ),
+    Resource.DEVICE_KEY: _merge(
+        _grant((Role.COORDINATOR, Role.ADMIN), Reach.ORG, R, S, C, D),
+    ),
+    Resource.RPM_ENROLMENT: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
+    ),
+    Resource.RPM_ALERT: _merge(
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, U),
+    ),
+    Resource.RPM_TARGET: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
+    ),
+    Resource.RPM_TIME: _merge(
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C),
+    ),
+    Resource.RPM_BILLING: _merge(
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S),
     ),
 }
 
