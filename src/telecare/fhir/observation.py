@@ -155,7 +155,10 @@ def parse_observation(index: int, prefix: str, obs: Any) -> Draft | list[FieldEr
         if isinstance(values, list):
             values = [
                 FieldError(
-                    e.field.replace(".value", ".valueQuantity.value").replace(".unit", ".valueQuantity.code"),
+                    prefix
+                    + {"value": "valueQuantity.value", "unit": "valueQuantity.code"}.get(
+                        e.field.removeprefix(prefix), e.field.removeprefix(prefix)
+                    ),
                     e.message,
                 )
                 for e in values

@@ -23,7 +23,9 @@ TIER_DEADLINE: dict[Tier, timedelta | None] = {
 }
 
 MISSING_DATA = "missing_data"
-EPS = 1e-9  # float guard at the edges: 3.0 lb expressed in kg must not count as "more than 3 lb"
+# Weights are stored in kg rounded to 0.1 g, so a gain of exactly 3.0 lb can read 0.05 g above 3 lb: gains
+# within 1 g of the limit count as "not more than" (clinically nothing).
+EPS_KG = 0.001
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,7 @@ def weight_gain_hit(
     if not prior:
         return None
     gain = value - min(prior)
-    if gain > rule.params["gain_kg_above"] + EPS:
+    if gain > rule.params["gain_kg_above"] + EPS_KG:
         hours = int(rule.params["window_hours"])
         return f"+{gain:.2f} kg ({gain / KG_PER_LB:.1f} lb) within {hours} h"
     return None
