@@ -54,7 +54,8 @@ async def test_crisis_alert_is_deduplicated_then_reopens_after_resolution(
         json={"note": "Called, meds taken"},
         headers=bearer(nurse),
     )
-    assert r.json()["status"] == "resolved" and r.json()["resolution_note"] == "Called, meds taken"
+    assert r.json()["status"] == "resolved"
+    assert r.json()["resolution_note"] == "Called, meds taken"
     await post(client, clinic, [bp(cuff, 195, 100, 1)])
     assert [(a.rule_code, a.status) for a in await alerts(db)] == [
         ("bp_crisis", "resolved"),
@@ -98,17 +99,16 @@ async def test_late_reading_is_judged_by_the_override_in_force_when_measured(
     )
     assert r.status_code == 200, r.text
     rule = next(x for x in r.json() if x["code"] == "spo2_low")
-    assert (
-        rule["params"]["below"] == 85
-        and rule["overridden"]
-        and rule["override_by_user_id"] == clinic.nurse.user_id
-    )
+    assert rule["params"]["below"] == 85
+    assert rule["overridden"]
+    assert rule["override_by_user_id"] == clinic.nurse.user_id
     ox = clinic.serials["pulse_oximeter"]
     await post(client, clinic, [single(ox, "spo2", 87, "%", 0)])  # measured after the override: fine
     assert await alerts(db) == []
     await post(client, clinic, [single(ox, "spo2", 87, "%", 600)])  # measured before the override: below 90
     [alert] = await alerts(db)
-    assert alert.rule_code == "spo2_low" and "87 < 90" in alert.detail
+    assert alert.rule_code == "spo2_low"
+    assert "87 < 90" in alert.detail
     async with db.unit_of_work() as s:
         entry = (
             (
@@ -121,8 +121,10 @@ async def test_late_reading_is_judged_by_the_override_in_force_when_measured(
             .scalars()
             .first()
         )
-    assert entry is not None and entry.actor_user_id == clinic.nurse.user_id
-    assert entry.detail["reason"].startswith("COPD") and entry.detail["params"] == {"below": 85}
+    assert entry is not None
+    assert entry.actor_user_id == clinic.nurse.user_id
+    assert entry.detail["reason"].startswith("COPD")
+    assert entry.detail["params"] == {"below": 85}
     outsider = await token_for(db, clinic.outsider)
     r = await client.put(
         f"/api/v1/monitoring/patients/{clinic.patient}/rules/spo2_low",
@@ -142,7 +144,8 @@ async def test_weight_gain_over_a_day(client: httpx.AsyncClient, db: Database, c
     assert await alerts(db) == []
     await post(client, clinic, [single(scale, "weight", 183.4, "lb", 30)])
     [alert] = await alerts(db)
-    assert alert.rule_code == "weight_gain_day" and "3.4 lb" in alert.detail
+    assert alert.rule_code == "weight_gain_day"
+    assert "3.4 lb" in alert.detail
 
 
 async def test_missing_data_alert_opens_and_data_resolves_it(
@@ -157,7 +160,8 @@ async def test_missing_data_alert_opens_and_data_resolves_it(
     assert (alert.rule_code, alert.tier) == ("missing_data", "info")
     await post(client, clinic, [bp(clinic.serials["bp_cuff"], 120, 80, 1)])
     [alert] = await alerts(db)
-    assert alert.status == "resolved" and alert.resolution_note == "Readings resumed."
+    assert alert.status == "resolved"
+    assert alert.resolution_note == "Readings resumed."
 
 
 async def test_unacknowledged_alert_escalates_to_the_physician_after_its_deadline(
@@ -174,10 +178,12 @@ async def test_unacknowledged_alert_escalates_to_the_physician_after_its_deadlin
     assert (await tasks.run_due(db)).escalated == 1
     assert (await tasks.run_due(db)).escalated == 0  # once
     crisis, low = await alerts(db)
-    assert crisis.escalated_to_user_id == clinic.physician.user_id and low.escalated_at is None
+    assert crisis.escalated_to_user_id == clinic.physician.user_id
+    assert low.escalated_at is None
     async with db.unit_of_work() as s:
         [note] = (await s.execute(select(Notification))).scalars().all()
-    assert note.recipient_user_id == clinic.physician.user_id and note.kind == "rpm_alert_escalation"
+    assert note.recipient_user_id == clinic.physician.user_id
+    assert note.kind == "rpm_alert_escalation"
     assert "190" not in note.body
     # an acknowledged alert does not escalate
     nurse = await token_for(db, clinic.nurse)
@@ -195,7 +201,8 @@ async def test_alert_events_leave_only_after_commit(
     async with app.state.events.subscribe("rpm.alert") as queue:
         await post(client, clinic, [bp(clinic.serials["bp_cuff"], 190, 100, 1)])
         event = await asyncio.wait_for(queue.get(), 5)
-        assert event["change"] == "opened" and event["patient_id"] == clinic.patient
+        assert event["change"] == "opened"
+        assert event["patient_id"] == clinic.patient
         # a rejected transaction (FHIR transaction with a bad entry) publishes nothing
         await post(client, clinic, [bp(clinic.serials["bp_cuff"], 120, 80, 2)])
         assert queue.empty()

@@ -102,7 +102,8 @@ async def test_post_observation_then_read_and_replay(
         json=bp_obs(clinic.serials["bp_cuff"], 132, 84, 5, "x1"),
         headers=bearer(clinic.key),
     )
-    assert again.status_code == 200 and again.json()["id"] == created.id
+    assert again.status_code == 200
+    assert again.json()["id"] == created.id
     nurse = await token_for(db, clinic.nurse)
     read = await client.get(f"/fhir/R4/Observation/{created.id}", headers=bearer(nurse))
     assert read.status_code == 200
@@ -181,7 +182,8 @@ async def test_search_by_patient_code_date_with_paging(
         headers=bearer(nurse),
     )
     page = Bundle.model_validate(r.json())
-    assert page.total == 7 and len(page.entry) == 3
+    assert page.total == 7
+    assert len(page.entry) == 3
     times = [e.resource.effectiveDateTime for e in page.entry]
     assert times == sorted(times, reverse=True)
     nxt = next(link.url for link in page.link if link.relation == "next")
@@ -229,7 +231,8 @@ async def test_patient_read_and_identifier_search(
         headers=bearer(nurse),
     )
     found = Bundle.model_validate(r.json())
-    assert found.total == 1 and found.entry[0].resource.id == str(clinic.patient)
+    assert found.total == 1
+    assert found.entry[0].resource.id == str(clinic.patient)
     outsider = await token_for(db, clinic.outsider)
     r = await client.get("/fhir/R4/Patient", params={"identifier": mrn}, headers=bearer(outsider))
     assert r.json()["total"] == 0

@@ -44,7 +44,9 @@ async def test_uploader_posts_and_reads_back(client: httpx.AsyncClient, db: Data
     got = await client.get("/api/v1/entries/sgv.json", params={"count": 3}, headers=headers)
     data = got.json()
     assert [e["sgv"] for e in data] == [100, 150, 101]
-    assert data[0]["date"] == now_ms and data[0]["direction"] == "Flat" and data[0]["type"] == "sgv"
+    assert data[0]["date"] == now_ms
+    assert data[0]["direction"] == "Flat"
+    assert data[0]["type"] == "sgv"
     assert data[0]["dateString"].endswith("+01:00")
     default = await client.get("/api/v1/entries.json", headers=headers)
     assert len(default.json()) == 10

@@ -104,11 +104,14 @@ def test_override_in_force_at_the_measured_time_applies() -> None:
     v2 = OverrideVersion("spo2_low", {"below": 85}, 10, True, T0 + timedelta(days=1), None)
     rule = RULES_BY_CODE["spo2_low"]
     before, o = effective_rule(rule, [], [v1, v2], T0 - timedelta(hours=1))
-    assert before.params["below"] == 90 and o is None
+    assert before.params["below"] == 90
+    assert o is None
     during, _ = effective_rule(rule, [], [v1, v2], T0 + timedelta(hours=1))
     assert during.params["below"] == 88
     after, chosen = effective_rule(rule, [], [v1, v2], T0 + timedelta(days=2))
-    assert after.params["below"] == 85 and after.confirm_minutes == 10 and chosen is v2
+    assert after.params["below"] == 85
+    assert after.confirm_minutes == 10
+    assert chosen is v2
 
 
 @given(threshold=st.floats(50, 100), value=st.floats(50, 100))
