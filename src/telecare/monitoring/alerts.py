@@ -59,10 +59,25 @@ def publish_alert(session: AsyncSession, alert: Alert, change: str) -> None:
     bus = event_bus(session)
     if bus is None:
         return
+    # The payload stays inside the deployment (in-process queue or PostgreSQL NOTIFY); dashboards forward
+    # it only to readers whose scope includes the patient.
     bus.publish(
         session,
         ALERT_TOPIC,
-        {"alert_id": alert.id, "org_id": alert.org_id, "patient_id": alert.patient_id, "change": change},
+        {
+            "alert_id": alert.id,
+            "org_id": alert.org_id,
+            "patient_id": alert.patient_id,
+            "change": change,
+            "rule_code": alert.rule_code,
+            "tier": str(alert.tier),
+            "status": str(alert.status),
+            "title": alert.title,
+            "detail": alert.detail,
+            "created_at": alert.created_at.isoformat() if alert.created_at else None,
+            "deadline_at": alert.deadline_at.isoformat() if alert.deadline_at else None,
+            "escalated": alert.escalated_at is not None,
+        },
     )
 
 
