@@ -1,4 +1,5 @@
-"""Server-rendered monitoring pages: worklist, patient page with charts and CGM, billing, patient portal entry."""
+"""Server-rendered monitoring pages: worklist, patient page with charts and CGM, billing, portal
+entry."""
 
 from __future__ import annotations
 
