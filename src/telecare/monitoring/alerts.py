@@ -4,9 +4,10 @@ and the after-commit push to nurse dashboards."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.core.db import after_commit
 from telecare.core.time import utc_now
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.models import (
@@ -55,39 +57,56 @@ def event_bus(session: AsyncSession) -> EventBus | None:
 
 
 def publish_alert(session: AsyncSession, alert: Alert, change: str) -> None:
-    """After commit, tell open dashboards (ids only: subscribers load what their reader may see)."""
+    """After commit, tell open dashboards (a summary; each socket forwards it only to readers in scope)."""
     bus = event_bus(session)
     if bus is None:
         return
     # The payload stays inside the deployment (in-process queue or PostgreSQL NOTIFY); dashboards forward
     # it only to readers whose scope includes the patient.
-    bus.publish(
-        session,
-        ALERT_TOPIC,
-        {
-            "alert_id": alert.id,
-            "org_id": alert.org_id,
-            "patient_id": alert.patient_id,
-            "change": change,
-            "rule_code": alert.rule_code,
-            "tier": str(alert.tier),
-            "status": str(alert.status),
-            "title": alert.title,
-            "detail": alert.detail,
-            "created_at": alert.created_at.isoformat() if alert.created_at else None,
-            "deadline_at": alert.deadline_at.isoformat() if alert.deadline_at else None,
-            "escalated": alert.escalated_at is not None,
-        },
-    )
+    payload: dict[str, Any] = {
+        "alert_id": alert.id,
+        "org_id": alert.org_id,
+        "patient_id": alert.patient_id,
+        "change": change,
+        "rule_code": alert.rule_code,
+        "tier": str(alert.tier),
+        "status": str(alert.status),
+        "title": alert.title,
+        "detail": alert.detail,
+        "created_at": alert.created_at.isoformat() if alert.created_at else None,
+        "deadline_at": alert.deadline_at.isoformat() if alert.deadline_at else None,
+        "escalated": alert.escalated_at is not None,
+    }
+
+    async def stamp() -> None:
+        # Runs right after commit, before delivery: lets dashboards (and bench/ingest.py) measure latency.
+        payload["committed_at"] = time.time()
+
+    after_commit(session, stamp)
+    bus.publish(session, ALERT_TOPIC, payload)
 
 
 @dataclass
 class PatientRules:
     programs: list[str]
     overrides: list[OverrideVersion]
+    _cache: dict[tuple[str, int], Rule] = field(default_factory=dict)
 
     def rule(self, rule: Rule, at: datetime) -> Rule:
-        return effective_rule(rule, self.programs, self.overrides, at)[0]
+        """The rule in force at `at`, cached per override version (a batch asks thousands of times)."""
+        version = -1
+        for n, o in enumerate(self.overrides):
+            if (
+                o.rule_code == rule.code
+                and o.effective_from <= at
+                and (o.effective_to is None or at < o.effective_to)
+            ):
+                version = n
+        key = (rule.code, version)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = effective_rule(rule, self.programs, self.overrides, at)[0]
+        return found
 
 
 async def load_patient_rules(session: AsyncSession, patient_ids: Sequence[int]) -> dict[int, PatientRules]:

@@ -303,19 +303,23 @@ async def store(
     for rid, c in new_rows:
         per_patient[c.patient_id].append(rid)
         org_of[c.patient_id] = c.org_id
-    for patient_id, ids in sorted(per_patient.items()):
-        await audit.record(
-            session,
-            actor,
-            key=audit_key,
-            action=AuditAction.CREATE,
-            resource_type="Observation",
-            resource_id=ids[0] if len(ids) == 1 else None,
-            patient_id=patient_id,
-            org_id=org_of[patient_id],
-            purpose=purpose,
-            detail={"count": len(ids), "first_id": min(ids), "last_id": max(ids)},
-        )
+    await audit.record_many(
+        session,
+        actor,
+        [
+            audit.EntrySpec(
+                AuditAction.CREATE,
+                "Observation",
+                resource_id=ids[0] if len(ids) == 1 else None,
+                patient_id=patient_id,
+                org_id=org_of[patient_id],
+                detail={"count": len(ids), "first_id": min(ids), "last_id": max(ids)},
+            )
+            for patient_id, ids in sorted(per_patient.items())
+        ],
+        key=audit_key,
+        purpose=purpose,
+    )
     opened = 0
     if new_rows:
         opened = await alerts.evaluate(session, new_rows)

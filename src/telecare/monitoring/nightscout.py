@@ -23,7 +23,7 @@ from telecare.audit import service as audit
 from telecare.audit.models import AuditAction
 from telecare.core.auth import DbSession
 from telecare.core.errors import FieldError, ValidationFailed
-from telecare.monitoring.api import batch_result, json_body
+from telecare.monitoring.api import batch_response, json_body
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.credentials import NightscoutAuth, NightscoutCaller
 from telecare.monitoring.ingest import Candidate, Outcome, check_time, normalise_values, store
@@ -135,11 +135,7 @@ async def post_entries(request: Request, session: DbSession, caller: NightscoutA
     result = await store(
         session, candidates, actor=caller.actor(), audit_key=access.audit_key(session), rejected=rejected
     )
-    out = batch_result(result, len(entries))
-    status = 422 if out.rejected and not out.created and not out.duplicates else 200
-    return Response(
-        orjson.dumps(out.model_dump(mode="json")), status_code=status, media_type="application/json"
-    )
+    return batch_response(result, len(entries))
 
 
 def to_entry(r: Reading) -> dict[str, Any]:
