@@ -189,3 +189,19 @@ async def test_revoked_key_is_refused(client: httpx.AsyncClient, db: Database, c
     r = await client.post(URL, json=[bp(clinic.serials["bp_cuff"], 120, 80, 5)], headers=bearer(clinic.key))
     assert r.status_code == 401
     assert at(0)
+
+
+async def test_concurrent_device_posts_are_group_committed_and_answered_each(
+    client: httpx.AsyncClient, db: Database, clinic: Clinic
+) -> None:
+    import asyncio
+
+    serial = clinic.serials["bp_cuff"]
+    bodies = [[bp(serial, 100 + i % 50, 70, 500 - i)] for i in range(60)]
+    bodies[7] = [bp(serial, 900, 70, 1)]  # rejected on its own; the others in the same commit are stored
+    responses = await asyncio.gather(*(client.post(URL, json=b, headers=bearer(clinic.key)) for b in bodies))
+    assert [r.status_code for r in responses].count(422) == 1
+    assert responses[7].status_code == 422
+    ids = [r.json()["items"][0]["id"] for n, r in enumerate(responses) if n != 7]
+    assert len(set(ids)) == 59
+    assert await count_readings(db) == 59

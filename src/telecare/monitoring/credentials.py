@@ -105,6 +105,38 @@ def sha1_hex(secret: str) -> str:
     return hashlib.sha1(secret.encode()).hexdigest()  # noqa: S324 - the Nightscout wire protocol
 
 
+# Verified keys are remembered for a few seconds so a device upload does not open the request's
+# transaction before its body is parsed (and so uploads can be coalesced into one commit). A revocation or a
+# device reassignment reaches other workers within KEY_CACHE_SECONDS; this worker forgets at once.
+KEY_CACHE_SECONDS = 5.0
+_key_cache: dict[str, tuple[DeviceCaller, float]] = {}
+
+
+def forget_key(key_id: int) -> None:
+    for digest, (caller, _) in list(_key_cache.items()):
+        if caller.key_id == key_id:
+            _key_cache.pop(digest, None)
+
+
+async def _cached_device_caller(request: Request, token: str) -> DeviceCaller | None:
+    digest = token_digest(token)
+    now = time.monotonic()
+    hit = _key_cache.get(digest)
+    addr = client_addr(request)
+    if hit is not None and hit[1] > now:
+        return DeviceCaller(hit[0].key_id, hit[0].org_id, hit[0].device_ids, addr)
+    from telecare.core.db import Database
+
+    db: Database = request.app.state.db
+    async with db.unit_of_work() as session:  # short and separate: the request's own stays unopened
+        caller = await device_caller_for(session, token, addr)
+    if caller is not None:
+        if len(_key_cache) > 10_000:
+            _key_cache.clear()
+        _key_cache[digest] = (caller, now + KEY_CACHE_SECONDS)
+    return caller
+
+
 @auth_dependency
 async def ingest_caller(request: Request, session: DbSession) -> Principal | DeviceCaller:
     """`Authorization: Bearer tcdk_...` (a device key) or any user credential (session or API token)."""
@@ -112,7 +144,7 @@ async def ingest_caller(request: Request, session: DbSession) -> Principal | Dev
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() == "bearer" and token.startswith(DEVICE_KEY_PREFIX):
-        caller = await device_caller_for(session, token, client_addr(request))
+        caller = await _cached_device_caller(request, token)
         if caller is None:
             raise NotAuthenticated(
                 "The device key is invalid or revoked.",

@@ -23,7 +23,13 @@ from telecare.core.time import utc_now
 from telecare.identity.models import Patient, Practitioner, Role, User
 from telecare.monitoring import alerts as alert_engine
 from telecare.monitoring.codes import Kind
-from telecare.monitoring.credentials import DeviceCaller, new_device_key, nightscout_digest, sha1_hex
+from telecare.monitoring.credentials import (
+    DeviceCaller,
+    forget_key,
+    new_device_key,
+    nightscout_digest,
+    sha1_hex,
+)
 from telecare.monitoring.ingest import (
     Candidate,
     Outcome,
@@ -291,6 +297,11 @@ async def ingest_native(session: AsyncSession, caller: Principal | DeviceCaller,
             f"At most {limit} readings per request.", errors=[FieldError("body", f"at most {limit} items")]
         )
     drafts, rejected = parse_native(items)
+    if isinstance(caller, DeviceCaller) and "request" in session.info:
+        from telecare.monitoring.coalesce import coalescer_for
+
+        coalescer = coalescer_for(session.info["request"].app)
+        return await coalescer.submit(caller, drafts, rejected, source=ReadingSource.NATIVE)
     return await resolve_and_store(session, caller, drafts, rejected, source=ReadingSource.NATIVE)
 
 
@@ -502,6 +513,7 @@ async def revoke_device_key(session: AsyncSession, principal: Principal, *, key_
     if record is None or record.org_id != principal.org_id:
         raise NotFound("No such device key.")
     record.revoked_at = record.revoked_at or utc_now()
+    forget_key(key_id)
     await access.record_access(
         session,
         principal,

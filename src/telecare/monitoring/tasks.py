@@ -158,14 +158,19 @@ async def run_due(db: Database, events: Any = None) -> TaskReport:
 
 async def background_loop(app: Any) -> None:
     """Started by the app lifespan; one sweep every `rpm_background_interval_seconds` (0 disables)."""
+    from telecare.monitoring.coalesce import coalescer_for
+
     interval = app.state.settings.rpm_background_interval_seconds
-    if interval <= 0:
-        return
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await run_due(app.state.db, app.state.events)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("monitoring sweep failed")
+    try:
+        if interval <= 0:
+            await asyncio.Event().wait()  # no sweep; stay alive to stop the ingest coalescer on shutdown
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run_due(app.state.db, app.state.events)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("monitoring sweep failed")
+    finally:
+        await coalescer_for(app).stop()
