@@ -98,3 +98,20 @@ async def test_patient_enters_a_manual_reading_in_the_portal(client: httpx.Async
     bad = await client.post("/my/readings", data={**form, "value": "9000"})
     assert bad.status_code == 422
     assert "implausible" in bad.text
+
+
+async def test_patient_export_includes_monitoring(
+    client: httpx.AsyncClient, db: Database, clinic: Clinic
+) -> None:
+    from tests.factories import token_for
+
+    await client.post(
+        "/api/v1/monitoring/readings",
+        json=[single(clinic.serials["scale"], "weight", 180, "lb", 5)],
+        headers=bearer(clinic.key),
+    )
+    token = await token_for(db, clinic.physician)
+    r = await client.get(f"/api/v1/patients/{clinic.patient}/$export", headers=bearer(token))
+    section = r.json()["remote_monitoring"]
+    assert section["readings"][0]["original"] == {"value": 180, "value2": None, "unit": "[lb_av]"}
+    assert section["enrolments"][0]["programs"] == ["hypertension", "diabetes"]

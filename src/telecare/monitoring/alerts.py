@@ -225,8 +225,9 @@ class _History:
         return self._cache[key]
 
 
-async def evaluate(session: AsyncSession, new_rows: Sequence[tuple[int, Candidate]]) -> int:
-    """Run the rules on newly stored readings, each as of its own measured time. Returns alerts opened."""
+async def evaluate(session: AsyncSession, new_rows: Sequence[tuple[int, Candidate]]) -> list[int]:
+    """Run the rules on newly stored readings, each as of its own measured time. Returns the ids of the
+    readings that opened an alert (one per alert opened)."""
     by_patient: dict[int, list[tuple[int, Candidate]]] = defaultdict(list)
     for rid, c in new_rows:
         by_patient[c.patient_id].append((rid, c))
@@ -236,7 +237,7 @@ async def evaluate(session: AsyncSession, new_rows: Sequence[tuple[int, Candidat
     )
     open_by: dict[tuple[int, str], Alert] = {(a.patient_id, a.rule_code): a for a in open_rows.scalars()}
     history = _History()
-    opened = 0
+    opened: list[int] = []
     for patient_id, rows in by_patient.items():
         rows.sort(key=lambda item: item[1].measured_at)
         org_id = rows[0][1].org_id
@@ -280,7 +281,7 @@ async def evaluate(session: AsyncSession, new_rows: Sequence[tuple[int, Candidat
                             )
                             open_by[(patient_id, rule.code)] = alert
                             if created:
-                                opened += 1
+                                opened.append(rid)
                                 publish_alert(session, alert, "opened")
                         slot = attach.setdefault(alert.id, (alert, [], []))
                         slot[1].append(rid)

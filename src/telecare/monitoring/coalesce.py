@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from telecare.core.db import Database
@@ -59,8 +59,6 @@ class Coalescer:
         return await asyncio.shield(job.future)
 
     async def _run(self) -> None:
-        from telecare.monitoring.service import resolve_and_store
-
         while True:
             job = await self.queue.get()
             jobs = [job]
@@ -73,15 +71,12 @@ class Coalescer:
             try:
                 async with self.db.unit_of_work() as session:
                     session.info["events"] = self.events
+                    groups: dict[tuple[Any, ...], list[int]] = {}
                     for n, j in enumerate(jobs):
-                        try:
-                            async with session.begin_nested():
-                                results[n] = await resolve_and_store(
-                                    session, j.caller, j.drafts, j.rejected, source=j.source, **j.kwargs
-                                )
-                        except Exception as exc:  # one bad request must not sink the others
-                            log.exception("coalesced ingest job failed")
-                            results[n] = exc
+                        key = (j.caller.key_id, j.source, tuple(sorted(j.kwargs.items())))
+                        groups.setdefault(key, []).append(n)
+                    for members in groups.values():
+                        await self._store_group(session, [jobs[n] for n in members], members, results)
             except BaseException as exc:
                 for j in jobs:
                     if not j.future.done():
@@ -97,6 +92,51 @@ class Coalescer:
                     j.future.set_exception(outcome)
                 else:
                     j.future.set_result(outcome)
+
+    async def _store_group(
+        self,
+        session: Any,
+        jobs: list[_Job],
+        numbers: list[int],
+        results: dict[int, StoreResult | BaseException],
+    ) -> None:
+        """One pipeline call for all requests of one credential (their drafts renumbered, the outcomes split
+        back); if it fails, each request is retried alone in its own savepoint."""
+        from telecare.monitoring.service import resolve_and_store
+
+        owner: dict[int, tuple[int, int]] = {}  # combined index -> (job position, original index)
+        combined: list[Any] = []
+        for pos, j in enumerate(jobs):
+            for d in j.drafts:
+                owner[len(combined)] = (pos, d.index)
+                combined.append(replace(d, index=len(combined)))
+        first = jobs[0]
+        try:
+            async with session.begin_nested():
+                merged = await resolve_and_store(
+                    session, first.caller, combined, [], source=first.source, **first.kwargs
+                )
+        except Exception:
+            log.exception("coalesced ingest failed; storing each request alone")
+            for pos, j in enumerate(jobs):
+                try:
+                    async with session.begin_nested():
+                        results[numbers[pos]] = await resolve_and_store(
+                            session, j.caller, j.drafts, j.rejected, source=j.source, **j.kwargs
+                        )
+                except Exception as exc:
+                    results[numbers[pos]] = exc
+            return
+        per_job: list[list[Outcome]] = [list(j.rejected) for j in jobs]
+        reading_owner: dict[int, int] = {}
+        for o in merged.outcomes:
+            pos, original = owner[o.index]
+            per_job[pos].append(Outcome(original, o.status, o.id, o.errors))
+            if o.id is not None and o.status == "created":
+                reading_owner[o.id] = pos
+        for pos in range(len(jobs)):
+            opened = [rid for rid in merged.opened_by if reading_owner.get(rid) == pos]
+            results[numbers[pos]] = StoreResult(sorted(per_job[pos], key=lambda o: o.index), opened)
 
     async def stop(self) -> None:
         if self.task is not None:

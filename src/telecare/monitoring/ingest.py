@@ -99,7 +99,11 @@ class Outcome:
 @dataclass
 class StoreResult:
     outcomes: list[Outcome]
-    alerts_opened: int = 0
+    opened_by: list[int] = field(default_factory=list)  # reading ids that opened an alert
+
+    @property
+    def alerts_opened(self) -> int:
+        return len(self.opened_by)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -320,7 +324,7 @@ async def store(
         key=audit_key,
         purpose=purpose,
     )
-    opened = 0
+    opened: list[int] = []
     if new_rows:
         opened = await alerts.evaluate(session, new_rows)
     return StoreResult([outcomes[i] for i in sorted(outcomes)], opened)

@@ -834,3 +834,66 @@ async def log_time(
         detail={"kind": str(data.kind), "minutes": data.minutes},
     )
     return entry
+
+
+# ---- patient export ----------------------------------------------------------------------------------------
+
+
+async def export_monitoring(session: AsyncSession, principal: Principal, patient_id: int) -> dict[str, Any]:
+    """The patient's RPM data for the compartment export (identity.service.export_patient audits it)."""
+    readings = (
+        await session.execute(
+            select(Reading).where(Reading.patient_id == patient_id).order_by(Reading.measured_at)
+        )
+    ).scalars()
+    alerts = (
+        await session.execute(select(Alert).where(Alert.patient_id == patient_id).order_by(Alert.id))
+    ).scalars()
+    enrolments = (
+        await session.execute(select(RpmEnrolment).where(RpmEnrolment.patient_id == patient_id))
+    ).scalars()
+    return {
+        "enrolments": [
+            {
+                "programs": e.programs,
+                "consent_at": e.consent_at.isoformat(),
+                "consent_method": e.consent_method,
+                "started_on": e.started_on.isoformat(),
+                "ended_on": e.ended_on.isoformat() if e.ended_on else None,
+            }
+            for e in enrolments
+        ],
+        "readings": [
+            {
+                "kind": r.kind,
+                "code": r.code,
+                "value": r.value,
+                "value2": r.value2,
+                "unit": r.unit,
+                "original": {"value": r.orig_value, "value2": r.orig_value2, "unit": r.orig_unit},
+                "measured_at": r.measured_at.isoformat(),
+                "utc_offset_minutes": r.utc_offset_minutes,
+                "source": r.source,
+            }
+            for r in readings
+        ],
+        "alerts": [
+            {
+                "title": a.title,
+                "detail": a.detail,
+                "tier": a.tier,
+                "status": a.status,
+                "created_at": a.created_at.isoformat(),
+            }
+            for a in alerts
+        ],
+    }
+
+
+def _register() -> None:
+    from telecare.identity.service import register_exporter
+
+    register_exporter("remote_monitoring", export_monitoring)
+
+
+_register()
