@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import select
 
 from telecare.audit.models import AuditEntry
+from telecare.config import Settings
 from telecare.core.db import Database
 from telecare.core.time import advance_clock
 from telecare.monitoring import tasks
@@ -220,3 +221,43 @@ async def test_worklist_orders_by_tier_and_hides_other_patients(
     assert filtered["alerts"] == []
     outsider = await token_for(db, clinic.outsider)
     assert (await client.get("/api/v1/monitoring/alerts", headers=bearer(outsider))).json()["alerts"] == []
+
+
+async def test_escalation_email_reaches_the_physician_over_smtp(
+    settings: Settings, client: httpx.AsyncClient, db: Database, clinic: Clinic
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.monitoring.live import free_port
+
+    received: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings.smtp_host, settings.smtp_port = "127.0.0.1", controller.port
+        await post(client, clinic, [bp(clinic.serials["bp_cuff"], 200, 100, 1)])
+        advance_clock(timedelta(minutes=16))
+        assert (await tasks.run_due(db)).escalated == 1
+        for _ in range(50):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        controller.stop()
+    [mail] = received
+    assert mail.rcpt_tos == [clinic.physician.email]
+    text = mail.content.decode()
+    assert "Escalated RPM alert" in text
+    assert f"/monitoring/patients/{clinic.patient}" in text
+    from email import message_from_bytes, policy
+
+    message = message_from_bytes(mail.content, policy=policy.default)
+    body = message.get_body(("plain",))
+    assert body is not None
+    assert "200" not in body.get_content()  # no reading values in the body

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import httpx
 import pytest
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
 from telecare.monitoring.billing import management_lines, periods_ending_in, supply_line
-from tests.factories import bearer, enrol_rpm, token_for
+from tests.factories import bearer, token_for
 from tests.monitoring.conftest import build_clinic
 
 
@@ -169,5 +169,3 @@ async def test_fifteen_days_is_99445_and_no_time_without_enrolment(
         headers=bearer(nurse),
     )
     assert r.status_code == 404
-    assert timedelta(0) == timedelta(0)
-    assert enrol_rpm

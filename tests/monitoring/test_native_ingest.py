@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import func, select
 
+from telecare.config import Settings
 from telecare.core.db import Database
 from telecare.monitoring.models import Reading
 from tests.factories import bearer, make_device_key, token_for
@@ -205,3 +206,19 @@ async def test_concurrent_device_posts_are_group_committed_and_answered_each(
     ids = [r.json()["items"][0]["id"] for n, r in enumerate(responses) if n != 7]
     assert len(set(ids)) == 59
     assert await count_readings(db) == 59
+
+
+async def test_device_key_is_rate_limited(
+    settings: Settings, client: httpx.AsyncClient, db: Database, clinic: Clinic
+) -> None:
+    settings.rpm_device_requests_per_minute = 3
+    statuses = []
+    for i in range(4):
+        r = await client.post(
+            URL, json=[bp(clinic.serials["bp_cuff"], 120, 80, 10 - i)], headers=bearer(clinic.key)
+        )
+        statuses.append(r.status_code)
+    assert statuses == [200, 200, 200, 429]
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["code"] == "rate_limited"
+    assert await count_readings(db) == 3

@@ -30,6 +30,7 @@ from telecare.monitoring.service import Draft
 
 MRN_SYSTEM = "https://telecare.dev/sid/mrn"
 READING_ID_SYSTEM = "https://telecare.dev/sid/device-reading-id"
+DEVICE_ID_SYSTEM = "https://telecare.dev/sid/device"
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 VITALS_PROFILE = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
 BP_PROFILE = "http://hl7.org/fhir/StructureDefinition/bp"
@@ -244,7 +245,8 @@ def observation_resource(r: Reading) -> dict[str, Any]:
     if r.device_reading_id:
         out["identifier"] = [{"system": READING_ID_SYSTEM, "value": r.device_reading_id}]
     if r.device_id is not None:
-        out["device"] = {"reference": f"Device/{r.device_id}"}
+        # No Device endpoint yet: identify the device without a reference that would not resolve.
+        out["device"] = {"identifier": {"system": DEVICE_ID_SYSTEM, "value": str(r.device_id)}}
     if r.note:
         out["note"] = [{"text": r.note}]
     return out

@@ -150,7 +150,8 @@ async def ingest_caller(request: Request, session: DbSession) -> Principal | Dev
                 "The device key is invalid or revoked.",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        buckets.take(f"dk:{caller.key_id}", _settings(request).rpm_device_requests_per_minute)
+        # keyed by digest: unique across databases and workers' restarts
+        buckets.take(f"dk:{token_digest(token)[:24]}", _settings(request).rpm_device_requests_per_minute)
         return caller
     user_dependency = Authenticated().dependency
     principal: Principal = await user_dependency(request, session)
@@ -170,7 +171,7 @@ async def nightscout_caller(request: Request, session: DbSession) -> NightscoutC
     ).scalar_one_or_none()
     if record is None or record.revoked_at is not None:
         raise NotAuthenticated("The API secret is invalid or revoked.")
-    buckets.take(f"ns:{record.id}", _settings(request).rpm_device_requests_per_minute)
+    buckets.take(f"ns:{record.secret_hash[:24]}", _settings(request).rpm_device_requests_per_minute)
     return NightscoutCaller(record.id, record.org_id, record.patient_id, client_addr(request))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -247,6 +247,43 @@ async def bind_devices(
 # ---- storing -----------------------------------------------------------------------------------------------
 
 
+# PostgreSQL: one INSERT ... SELECT FROM unnest(arrays) instead of a multi-row VALUES list. psycopg parses
+# a 20,000-placeholder statement on every batch (about 0.17 s per 1,000 readings); 21 array parameters cost
+# nothing to parse. ON CONFLICT DO NOTHING RETURNING still tells created from duplicate exactly.
+_PG_TYPES = {
+    "org_id": "int[]",
+    "patient_id": "int[]",
+    "device_id": "int[]",
+    "source": "text[]",
+    "kind": "text[]",
+    "code": "text[]",
+    "value": "float8[]",
+    "value2": "float8[]",
+    "unit": "text[]",
+    "orig_value": "float8[]",
+    "orig_value2": "float8[]",
+    "orig_unit": "text[]",
+    "measured_at": "timestamptz[]",
+    "utc_offset_minutes": "int[]",
+    "received_at": "timestamptz[]",
+    "device_reading_id": "text[]",
+    "device_label": "text[]",
+    "trend": "text[]",
+    "identity_hash": "text[]",
+    "entered_by_user_id": "int[]",
+    "note": "text[]",
+}
+_UNNEST_ARGS = ", ".join(f"CAST(:{c} AS {t})" for c, t in _PG_TYPES.items())
+_PG_UNNEST_INSERT = text(
+    f"INSERT INTO readings ({', '.join(_PG_TYPES)}) SELECT * FROM unnest({_UNNEST_ARGS}) "  # noqa: S608 - constants; values bound
+    "ON CONFLICT (identity_hash) DO NOTHING RETURNING id, identity_hash"
+)
+
+
+def _columns(rows: list[dict[str, object]]) -> dict[str, list[object]]:
+    return {c: [r[c] for r in rows] for c in _PG_TYPES}
+
+
 def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return pg_insert(_READINGS) if dialect == "postgresql" else sqlite_insert(_READINGS)
@@ -280,9 +317,14 @@ async def store(
             .on_conflict_do_nothing(index_elements=["identity_hash"])
             .returning(_READINGS.c.id, _READINGS.c.identity_hash)
         )
+        postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
         for start in range(0, len(fresh), 5000):
             chunk = fresh[start : start + 5000]
-            result = await session.execute(stmt, [c.row(received_at) for c in chunk])
+            values = [c.row(received_at) for c in chunk]
+            if postgres:
+                result = await session.execute(_PG_UNNEST_INSERT, _columns(values))
+            else:
+                result = await session.execute(stmt, values)
             inserted.update({h: i for i, h in result.all()})
     existing: dict[str, int] = {}
     missing = [h for h in first_by_hash if h not in inserted]
