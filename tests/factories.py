@@ -224,3 +224,88 @@ async def web_login(client: httpx.AsyncClient, account: Account) -> str:
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', home.text)
     assert csrf
     return csrf.group(1)
+
+
+# ---- remote patient monitoring -----------------------------------------------------------------------
+
+
+async def make_device(
+    db: Database,
+    org_id: int,
+    *,
+    patient_id: int | None = None,
+    serial: str | None = None,
+    device_type: str = "bp_cuff",
+    started_at: Any = None,
+) -> tuple[int, str]:
+    """A registered device, assigned to `patient_id` from `started_at` (default: 400 days ago)."""
+    from telecare.monitoring.ingest import normalise_serial
+    from telecare.monitoring.models import Device, DeviceAssignment
+
+    serial = serial or f"SN-{next(_seq):06d}"
+    async with db.unit_of_work() as s:
+        device = Device(
+            org_id=org_id,
+            device_type=device_type,
+            manufacturer="Acme Medical",
+            model="Model 1",
+            serial=serial,
+            serial_norm=normalise_serial(serial),
+        )
+        s.add(device)
+        await s.flush()
+        if patient_id is not None:
+            s.add(
+                DeviceAssignment(
+                    org_id=org_id,
+                    device_id=device.id,
+                    patient_id=patient_id,
+                    started_at=started_at or utc_now() - timedelta(days=400),
+                )
+            )
+        return device.id, serial
+
+
+async def make_device_key(db: Database, org_id: int, device_ids: list[int]) -> str:
+    from telecare.monitoring import service as monitoring
+
+    async with db.unit_of_work() as s:
+        _, key = await monitoring.issue_device_key(
+            s, org_id=org_id, device_ids=device_ids, name="test", created_by_user_id=None
+        )
+        return key
+
+
+async def enrol_rpm(
+    db: Database,
+    org_id: int,
+    patient_id: int,
+    practitioner_id: int,
+    *,
+    programs: tuple[str, ...] = ("hypertension",),
+    started_on: date | None = None,
+) -> int:
+    from telecare.monitoring.models import RpmEnrolment
+
+    async with db.unit_of_work() as s:
+        enrolment = RpmEnrolment(
+            org_id=org_id,
+            patient_id=patient_id,
+            ordering_practitioner_id=practitioner_id,
+            programs=list(programs),
+            consent_at=utc_now() - timedelta(days=1),
+            consent_method="verbal",
+            started_on=started_on or utc_now().date(),
+        )
+        s.add(enrolment)
+        await s.flush()
+        return enrolment.id
+
+
+async def make_nightscout_secret(db: Database, patient_id: int) -> str:
+    from telecare.monitoring import service as monitoring
+
+    async with db.unit_of_work() as s:
+        patient = await s.get(Patient, patient_id)
+        assert patient is not None
+        return await monitoring.issue_nightscout_secret(s, patient=patient)

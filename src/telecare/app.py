@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,9 +29,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.events.start()
+        from telecare.models import background_jobs
+
+        jobs = [asyncio.create_task(job(app)) for job in background_jobs()]
         try:
             yield
         finally:
+            for task in jobs:
+                task.cancel()
+            for task in jobs:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await app.state.events.stop()
             await db.dispose()
 
@@ -59,7 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    ingest_paths = ("/api/v1/monitoring/readings", "/fhir/R4", "/api/v1/entries")
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        overrides=dict.fromkeys(ingest_paths, settings.rpm_max_body_bytes),
+    )
     return app
 
 

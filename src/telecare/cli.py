@@ -39,6 +39,17 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 app.add_typer(demo_app, name="demo")
 
+
+def _add_domain_commands() -> None:
+    from telecare.monitoring.cli import devices_app, monitoring_app, nightscout_app
+
+    app.add_typer(devices_app, name="devices")
+    app.add_typer(nightscout_app, name="nightscout")
+    app.add_typer(monitoring_app, name="monitoring")
+
+
+_add_domain_commands()
+
 T = TypeVar("T")
 
 
@@ -368,7 +379,13 @@ def demo(
     from telecare.identity import demo as demo_data
 
     async def go(session: AsyncSession, settings: Settings) -> list[str] | None:
-        return await demo_data.load(session, settings, only_if_empty=only_if_empty)
+        lines = await demo_data.load(session, settings, only_if_empty=only_if_empty)
+        if lines and lines[0].startswith("demo organization loaded"):
+            from telecare.monitoring import demo as monitoring_demo
+
+            count = await monitoring_demo.load(session, settings, demo_data.DEMO_SLUG)
+            lines.insert(1, f"remote monitoring: 6 enrolled patients, {count} device readings")
+        return lines
 
     lines = run_in_uow(go)
     if lines is None:

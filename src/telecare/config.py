@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     turn_secret: SecretStr | None = None
     turn_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    # Remote patient monitoring (monitoring/)
+    rpm_max_batch: int = 10_000  # readings per native batch request (issue 4)
+    rpm_max_body_bytes: int = 8 * 1024 * 1024  # a 10,000-reading batch is about 2 MB of JSON
+    rpm_device_requests_per_minute: int = 1200  # per device key and worker (token bucket)
+    rpm_background_interval_seconds: float = 30.0  # escalation / missing-data sweep; 0 disables the loop
+    rpm_missing_data_days: int = 3  # default of the missing-data rule (per-patient override possible)
 
     cookie_secure: bool = False
     trusted_proxies: list[str] = Field(default_factory=list)

@@ -59,6 +59,15 @@ class Resource(enum.StrEnum):
     BILLING_LINE = "BillingLine"  # proposed and adjusted E/M lines
     SURVEY = "Survey"  # post-visit satisfaction survey
     CONSENT_TEXT = "ConsentText"  # the organization's telehealth consent versions
+    # Remote patient monitoring (monitoring/)
+    OBSERVATION = "Observation"  # device and manual readings
+    DEVICE = "Device"  # monitors and their assignment to patients
+    DEVICE_KEY = "DeviceKey"  # credentials of gateways and vendor integrations
+    RPM_ENROLMENT = "EpisodeOfCare"  # RPM enrolment with consent and ordering practitioner
+    RPM_ALERT = "Flag"  # threshold alerts, acknowledgement and resolution
+    RPM_TARGET = "Goal"  # per-patient threshold overrides
+    RPM_TIME = "RpmTime"  # logged interactive communication and management minutes
+    RPM_BILLING = "RpmBilling"  # the monthly RPM billing worklist
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -71,6 +80,13 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.VISIT_NOTE,
         Resource.BILLING_LINE,
         Resource.SURVEY,
+        Resource.OBSERVATION,
+        Resource.DEVICE,
+        Resource.RPM_ENROLMENT,
+        Resource.RPM_ALERT,
+        Resource.RPM_TARGET,
+        Resource.RPM_TIME,
+        Resource.RPM_BILLING,
     }
 )
 
@@ -157,6 +173,37 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     Resource.CONSENT_TEXT: _merge(
         _grant((Role.PATIENT, *STAFF), Reach.ORG, R),
         _grant((Role.ADMIN,), Reach.ORG, R, S, C),
+    ),
+    # Remote patient monitoring. Patients read their own readings and targets and enter manual readings;
+    # clinicians act through the care relationship; coordinators handle device logistics and keys only.
+    Resource.OBSERVATION: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C),
+        _grant(CLINICIANS, Reach.CARE, R, S, C),
+    ),
+    Resource.DEVICE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+        _grant((Role.COORDINATOR,), Reach.ORG, R, S, C, U),
+    ),
+    Resource.DEVICE_KEY: _merge(
+        _grant((Role.COORDINATOR, Role.ADMIN), Reach.ORG, R, S, C, D),
+    ),
+    Resource.RPM_ENROLMENT: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
+    ),
+    Resource.RPM_ALERT: _merge(
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, U),
+    ),
+    Resource.RPM_TARGET: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R),
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
+    ),
+    Resource.RPM_TIME: _merge(
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C),
+    ),
+    Resource.RPM_BILLING: _merge(
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S),
     ),
 }
 

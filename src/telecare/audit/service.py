@@ -116,6 +116,60 @@ async def record(
 
 
 @dataclass(frozen=True)
+class EntrySpec:
+    """One entry for `record_many`."""
+
+    action: AuditAction | str
+    resource_type: str
+    resource_id: str | int | None = None
+    patient_id: int | None = None
+    org_id: int | None = None
+    detail: dict[str, Any] | None = None
+
+
+async def record_many(
+    session: AsyncSession,
+    actor: Actor,
+    specs: list[EntrySpec],
+    *,
+    key: bytes,
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+    purpose: Purpose | str = Purpose.TREATMENT,
+) -> None:
+    """Append several entries under one chain lock and one flush (bulk ingestion audits each patient)."""
+    if not specs:
+        return
+    head = await _lock_head(session)
+    now = utc_now()
+    entries = []
+    for spec in specs:
+        entry = AuditEntry(
+            id=head.last_entry_id + 1,
+            org_id=spec.org_id if spec.org_id is not None else actor.org_id,
+            at=now,
+            actor_user_id=actor.user_id,
+            actor_role=actor.role,
+            actor_kind=actor.kind,
+            patient_id=spec.patient_id,
+            resource_type=spec.resource_type,
+            resource_id=None if spec.resource_id is None else str(spec.resource_id),
+            action=str(spec.action),
+            outcome=str(outcome),
+            client_addr=actor.client_addr,
+            purpose=str(purpose),
+            detail=spec.detail or {},
+            prev_mac=head.last_mac,
+            mac="",
+        )
+        entry.mac = compute_mac(key, entry)
+        entries.append(entry)
+        head.last_entry_id = entry.id
+        head.last_mac = entry.mac
+    session.add_all(entries)
+    await session.flush()
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     checked: int

@@ -1,0 +1,384 @@
+"""Ingestion benchmark: readings/s end to end over HTTP (native batches of 1,000, rules evaluated), readings/s
+for single-reading posts, and p50/p99 from commit of an alerting reading to the alert reaching a connected
+nurse dashboard (WebSocket). Prints the ceiling from the same run: the same rows written straight into the
+same table with `executemany` (SQLite) or `COPY` (PostgreSQL), no HTTP, no rules.
+
+    .venv/bin/python bench/ingest.py                      # SQLite, and PostgreSQL via pgserver if installed
+    .venv/bin/python bench/ingest.py --postgres-url postgresql://user:pw@host/db_admin_db
+    .venv/bin/python bench/ingest.py --only sqlite --batches 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from telecare.config import Mode, Settings  # noqa: E402
+from telecare.core import migrate  # noqa: E402
+from telecare.core.db import Database  # noqa: E402
+from telecare.identity.models import Role  # noqa: E402
+from telecare.models import import_all_models  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, url: str, data_dir: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "TELECARE_DATABASE_URL": url,
+            "TELECARE_DATA_DIR": str(data_dir),
+            "TELECARE_BASE_URL": f"http://127.0.0.1:{self.port}",
+            "TELECARE_RPM_DEVICE_REQUESTS_PER_MINUTE": "100000000",
+            "TELECARE_RPM_BACKGROUND_INTERVAL_SECONDS": "0",
+            "TELECARE_LOG_LEVEL": "WARNING",
+            "TELECARE_SESSION_SECRET": "bench-session-secret-" + "x" * 32,
+            "TELECARE_AUDIT_HMAC_KEY": "bench-audit-key-" + "y" * 32,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> Server:
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "telecare.asgi:app",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+        ]
+        cmd += ["--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=tempfile.gettempdir())  # noqa: ASYNC220
+        async with httpx.AsyncClient() as c:
+            for _ in range(200):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await c.get(f"http://127.0.0.1:{self.port}/healthz")).status_code == 200:
+                        return self
+                await asyncio.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def settings_for(url: str, data_dir: Path) -> Settings:
+    return Settings(
+        mode=Mode.TEST,
+        database_url=url,
+        data_dir=data_dir,
+        session_secret="bench-session-secret-" + "x" * 32,  # type: ignore[arg-type]
+        audit_hmac_key="bench-audit-key-" + "y" * 32,  # type: ignore[arg-type]
+        _env_file=None,
+    )  # type: ignore[call-arg]
+
+
+async def setup(db: Database, patients: int) -> dict[str, Any]:
+    from tests.factories import (
+        add_to_care_team,
+        make_device,
+        make_device_key,
+        make_org,
+        make_patient,
+        make_user,
+    )
+
+    org = await make_org(db)
+    physician = await make_user(db, org, Role.PHYSICIAN)
+    nurse = await make_user(db, org, Role.NURSE)
+    serials, ids, pids = [], [], []
+    for _ in range(patients):
+        pid = await make_patient(db, org)
+        assert isinstance(pid, int)
+        for prac in (physician.practitioner_id, nurse.practitioner_id):
+            assert prac is not None
+            await add_to_care_team(db, patient_id=pid, practitioner_id=prac, org_id=org)
+        device_id, serial = await make_device(db, org, patient_id=pid)
+        serials.append(serial)
+        ids.append(device_id)
+        pids.append(pid)
+    key = await make_device_key(db, org, ids)
+    return {"org": org, "nurse": nurse, "key": key, "serials": serials, "patients": pids}
+
+
+def reading(serial: str, t: datetime, sys_: int = 122) -> dict[str, Any]:
+    return {
+        "device": serial,
+        "measured_at": t.isoformat(),
+        "kind": "blood_pressure",
+        "systolic": sys_,
+        "diastolic": 78,
+        "unit": "mm[Hg]",
+    }
+
+
+async def batches_rate(base: str, key: str, serials: list[str], batches: int, size: int) -> float:
+    headers = {"Authorization": f"Bearer {key}"}
+    start_t = datetime.now(UTC) - timedelta(days=30)
+    payloads = []
+    for b in range(batches):
+        items = []
+        for i in range(size):
+            n = b * size + i
+            items.append(reading(serials[n % len(serials)], start_t + timedelta(seconds=n), 115 + n % 40))
+        payloads.append(json.dumps(items).encode())
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for p in payloads:
+        queue.put_nowait(p)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            r = await client.post(
+                f"{base}/api/v1/monitoring/readings",
+                content=body,
+                headers={**headers, "content-type": "application/json"},
+            )
+            if r.status_code != 200 or r.json()["created"] != size:
+                raise RuntimeError(r.text[:300])
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(2)))
+        elapsed = time.perf_counter() - t0
+    return batches * size / elapsed
+
+
+async def singles_rate(base: str, key: str, serials: list[str], count: int, concurrency: int = 16) -> float:
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    start_t = datetime.now(UTC) - timedelta(days=60)
+    bodies = [
+        json.dumps([reading(serials[n % len(serials)], start_t + timedelta(seconds=n))]).encode()
+        for n in range(count)
+    ]
+    it = iter(bodies)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for body in it:
+            r = await client.post(f"{base}/api/v1/monitoring/readings", content=body, headers=headers)
+            assert r.status_code == 200, r.text[:300]
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return count / elapsed
+
+
+async def alert_latency(base: str, ctx: dict[str, Any], rounds: int) -> list[float]:
+    """Milliseconds from commit of an alerting reading to the alert frame on a logged-in nurse's socket."""
+    import websockets
+    from tests.factories import web_login
+
+    async with httpx.AsyncClient(base_url=base) as client:
+        await web_login(client, ctx["nurse"])
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    headers = {"Authorization": f"Bearer {ctx['key']}"}
+    latencies: list[float] = []
+    ws_url = base.replace("http", "ws") + "/ws/monitoring/alerts"
+    async with websockets.connect(ws_url, additional_headers={"Cookie": cookie}) as ws:
+        assert json.loads(await ws.recv())["type"] == "ready"
+        async with httpx.AsyncClient(timeout=30) as client:
+            for i in range(rounds):
+                serial = ctx["serials"][i % len(ctx["serials"])]
+                now = datetime.now(UTC)
+                r = await client.post(
+                    f"{base}/api/v1/monitoring/readings", json=[reading(serial, now, 195)], headers=headers
+                )
+                assert r.status_code == 200
+                opened = r.json()["alerts_opened"]
+                if not opened:
+                    continue
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if msg.get("type") == "alert" and msg["change"] == "opened":
+                        latencies.append((time.time() - msg["committed_at"]) * 1000)
+                        break
+                if i % len(ctx["serials"]) == len(ctx["serials"]) - 1:
+                    break  # every patient has an open alert now (dedupe would swallow the rest)
+    return latencies
+
+
+def ceiling_rows(org: int, patients: list[int], n: int) -> list[tuple[Any, ...]]:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = []
+    for i in range(n):
+        t = now - timedelta(days=90, seconds=-i)
+        rows.append(
+            (
+                org,
+                patients[i % len(patients)],
+                None,
+                "native",
+                "blood_pressure",
+                "85354-9",
+                120.0,
+                80.0,
+                "mm[Hg]",
+                120.0,
+                80.0,
+                "mm[Hg]",
+                t,
+                -300,
+                t,
+                None,
+                uuid.uuid4().hex + uuid.uuid4().hex,
+            )
+        )
+    return rows
+
+
+COLS = (
+    "org_id, patient_id, device_id, source, kind, code, value, value2, unit, orig_value, orig_value2, "
+    "orig_unit, measured_at, utc_offset_minutes, received_at, device_reading_id, identity_hash"
+)
+
+
+def sqlite_ceiling(path: str, org: int, patients: list[int], n: int, batch: int = 1000) -> float:
+    import sqlite3
+
+    rows = ceiling_rows(org, patients, n)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # the app's setting
+    sql = f"INSERT INTO readings ({COLS}) VALUES ({', '.join('?' * 17)})"
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, rows[s : s + batch])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return n / elapsed
+
+
+def pg_ceiling(url: str, org: int, patients: list[int], n: int, batch: int = 10_000) -> float:
+    import psycopg
+
+    rows = ceiling_rows(org, patients, n)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        t0 = time.perf_counter()
+        for s in range(0, n, batch):
+            with conn.cursor() as cur, cur.copy(f"COPY readings ({COLS}) FROM STDIN") as copy:
+                for row in rows[s : s + batch]:
+                    copy.write_row(row)
+            conn.commit()
+        elapsed = time.perf_counter() - t0
+    return n / elapsed
+
+
+async def run_backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+    migrate.upgrade(url)
+    import_all_models()
+    db = Database(settings_for(url, tmp))
+    ctx = await setup(db, args.patients)
+    await db.dispose()
+    out: dict[str, float] = {}
+    async with Server(url, tmp) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        out["batch_readings_per_s"] = await batches_rate(base, ctx["key"], ctx["serials"], args.batches, 1000)
+        out["single_posts_per_s"] = await singles_rate(base, ctx["key"], ctx["serials"], args.singles)
+        lat = await alert_latency(base, ctx, args.patients)
+    lat.sort()
+    out["alert_p50_ms"] = statistics.median(lat)
+    out["alert_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    out["alerts_measured"] = len(lat)
+    n = args.batches * 1000
+    if name == "sqlite":
+        out["ceiling_rows_per_s"] = sqlite_ceiling(url.split(":///", 1)[1], ctx["org"], ctx["patients"], n)
+    else:
+        out["ceiling_rows_per_s"] = pg_ceiling(url, ctx["org"], ctx["patients"], n)
+    out["fraction_of_ceiling"] = out["batch_readings_per_s"] / out["ceiling_rows_per_s"]
+    return out
+
+
+def report(name: str, r: dict[str, float]) -> None:
+    print(f"\n== {name} ==")
+    print(f"native batches of 1,000 over HTTP (rules on): {r['batch_readings_per_s']:>10,.0f} readings/s")
+    print(f"single-reading posts over HTTP:               {r['single_posts_per_s']:>10,.0f} readings/s")
+    print(
+        f"commit -> dashboard alert latency:            p50 {r['alert_p50_ms']:.1f} ms, "
+        f"p99 {r['alert_p99_ms']:.1f} ms ({int(r['alerts_measured'])} alerts)"
+    )
+    ceiling_kind = "executemany, 1,000 rows/txn" if name == "sqlite" else "COPY, 10,000 rows/txn"
+    print(f"ceiling ({ceiling_kind}, no HTTP, no rules): {r['ceiling_rows_per_s']:>10,.0f} rows/s")
+    print(f"end-to-end batches as a fraction of the ceiling: {r['fraction_of_ceiling']:.0%}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--postgres-url", help="admin URL of a PostgreSQL server (a scratch database is created)"
+    )
+    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--singles", type=int, default=3000)
+    parser.add_argument("--patients", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        print(f"machine: {os.cpu_count()} CPUs; server: uvicorn, 1 worker; client on the same machine")
+        if args.only in (None, "sqlite"):
+            report("sqlite", await run_backend("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.db", tmp, args))
+        if args.only in (None, "postgresql"):
+            admin = args.postgres_url
+            server = None
+            if admin is None:
+                try:
+                    import pgserver
+                except ImportError:
+                    print("\n(PostgreSQL skipped: pass --postgres-url or install pgserver)")
+                    return
+                server = pgserver.get_server(str(tmp / "pg"), cleanup_mode="stop")
+                admin = server.get_uri()
+            import psycopg
+
+            name = f"telecare_bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            from sqlalchemy.engine import make_url
+
+            url = make_url(admin.replace("postgresql://", "postgresql+psycopg://", 1)).set(database=name)
+            try:
+                report(
+                    "postgresql",
+                    await run_backend("postgresql", url.render_as_string(hide_password=False), tmp, args),
+                )
+            finally:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                if server is not None:
+                    server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
