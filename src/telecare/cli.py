@@ -351,16 +351,36 @@ def tokens_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            help="ID:MAC printed by an earlier run and kept outside the database; detects truncation"
+        ),
+    ] = None,
+) -> None:
     """Verify the audit chain; exits 1 and names the first bad entry if anything was altered."""
     from telecare.audit import service as audit
 
+    expected: tuple[int, str] | None = None
+    if anchor is not None:
+        entry_id, _, mac = anchor.partition(":")
+        if not entry_id.isdigit() or len(mac) != 64:
+            fail("--anchor must be ID:MAC as printed by `telecare audit verify`")
+        expected = (int(entry_id), mac)
+
     async def go(session: AsyncSession, settings: Settings) -> audit.VerifyResult:
-        return await audit.verify_chain(session, key=settings.secret("audit_hmac_key").encode())
+        return await audit.verify_chain(
+            session, key=settings.secret("audit_hmac_key").encode(), anchor=expected
+        )
 
     result = run_in_uow(go)
     if result.ok:
         typer.echo(f"audit chain intact: {result.checked} entries verified")
+        if result.head is not None:
+            typer.echo(
+                f"anchor: {result.head[0]}:{result.head[1]}  (keep outside the database; pass as --anchor)"
+            )
         return
     typer.echo(f"AUDIT CHAIN BROKEN at entry {result.first_bad_id}: {result.reason}", err=True)
     raise typer.Exit(1)

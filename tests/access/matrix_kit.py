@@ -82,6 +82,7 @@ class Party:
     other: PatientRec  # on the bystander's care team only
     bystander: Account  # a physician who is never a caller
     spare: Account  # a nurse added to and removed from care teams by the probes
+    clerk: Account  # an informatics user who is never a caller (API-token targets an admin may serve)
     markers: tuple[str, ...]  # emails, names and NPIs of this party's users (org-level leak markers)
 
 
@@ -310,6 +311,7 @@ async def _party(db: Database, tag: str, state: str) -> Party:
     assert isinstance(other, int)
     bystander = await make_user(db, org, Role.PHYSICIAN, email=f"bystander.{tag}@{tag}.test")
     spare = await make_user(db, org, Role.NURSE, email=f"spare.{tag}@{tag}.test")
+    clerk = await make_user(db, org, Role.INFORMATICS, email=f"clerk.{tag}@{tag}.test")
     assert own.patient_id is not None
     for role in CLINICAL:
         prac = accounts[role].practitioner_id
@@ -339,7 +341,7 @@ async def _party(db: Database, tag: str, state: str) -> Party:
             rec(r.id, r.mrn, r.given_name, r.family_name, r.birth_date, r.phone or "")
             for r in (own_row, other_row)
         ]
-    return Party(org, accounts, tokens, web_sessions, recs[0], recs[1], bystander, spare, markers)
+    return Party(org, accounts, tokens, web_sessions, recs[0], recs[1], bystander, spare, clerk, markers)
 
 
 async def build_world(db: Database, client: httpx.AsyncClient) -> World:

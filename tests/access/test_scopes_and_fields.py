@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from telecare.access.policy import POLICY, Action, Resource, allowed_reach
+from telecare.access.policy import POLICY, Action, Resource, allowed_reach, role_covers
 from telecare.core.auth import Principal
 from telecare.identity.models import Role
 from tests.access.matrix_kit import CLINICAL, PROBES, World, caller_for, leaks
@@ -63,6 +63,14 @@ def test_policy_minimum_necessary_by_resource_type() -> None:
     assert _granted(Role.INFORMATICS) <= INFORMATICS_RESOURCES
     # Coordinators may not export a chart: the export bundle carries every domain's clinical sections.
     assert allowed_reach(Role.COORDINATOR, Resource.PATIENT, Action.EXPORT) is None
+
+
+def test_who_may_hand_out_whose_credentials() -> None:
+    assert all(role_covers(role, role) for role in Role)
+    assert role_covers(Role.ADMIN, Role.INFORMATICS)
+    for role in (*CLINICAL, Role.COORDINATOR, Role.PATIENT):
+        assert not role_covers(Role.ADMIN, role), role
+    assert not role_covers(Role.PHYSICIAN, Role.ADMIN)
 
 
 @MODULE_LOOP

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -155,6 +156,40 @@ async def test_cli_names_the_first_bad_entry_after_single_row_tampering(
     assert code == 1, out
     assert f"AUDIT CHAIN BROKEN at entry {expected}:" in out
     assert reason in out
+
+
+async def test_truncation_with_a_rewritten_head_is_caught_by_an_external_anchor(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """Two rows changed (the last entry deleted, the head row pointed at the one before): the chain left is
+    valid, so only the anchor recorded earlier outside the database can tell."""
+    n = await _build_chain(db, client)
+    code, out = _verify_cli(settings, tmp_path)
+    assert code == 0, out
+    found = re.search(r"^anchor: (\d+):([0-9a-f]{64})", out, re.M)
+    assert found, out
+    assert int(found.group(1)) == n
+    recorded = f"{found.group(1)}:{found.group(2)}"
+    await _drop_triggers(db)
+    previous = await _copy_row(db, n - 1)
+    await _sql(
+        db,
+        ("DELETE FROM audit_entries WHERE id = :n", {"n": n}),
+        ("UPDATE audit_chain_head SET last_entry_id = :p, last_mac = :m", {"p": n - 1, "m": previous["mac"]}),
+    )
+    code, out = _verify_cli(settings, tmp_path)
+    assert code == 0, out  # the limit of an in-database chain
+    from tests.subprocesses import cli_env
+
+    r = run_cli(settings, "audit", "verify", "--anchor", recorded, cwd=tmp_path, env=cli_env(settings))
+    assert r.returncode == 1
+    assert f"AUDIT CHAIN BROKEN at entry {n}: anchored entry {n} is gone" in r.stderr
+    # An anchor from another chain (or a rewritten one) does not match either.
+    r = run_cli(
+        settings, "audit", "verify", "--anchor", f"2:{'ab' * 32}", cwd=tmp_path, env=cli_env(settings)
+    )
+    assert r.returncode == 1
+    assert "entry 2 differs from the anchor" in r.stderr
 
 
 async def test_full_chain_rewrite_without_the_key_is_detected(

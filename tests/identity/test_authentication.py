@@ -17,11 +17,12 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from pydantic import SecretStr
 from sqlalchemy import select, text
 
+from telecare.audit import service as audit
 from telecare.config import Settings
 from telecare.core.crypto import DecryptionError
 from telecare.core.db import Database
 from telecare.core.time import advance_clock, freeze_clock, utc_now
-from telecare.identity import sessions
+from telecare.identity import service, sessions
 from telecare.identity.models import ApiToken, Role, User, WebSession
 from tests.factories import (
     PASSWORD,
@@ -587,14 +588,14 @@ async def test_token_revocation_is_immediate_and_expiry_is_enforced(
     forged = token.rsplit("_", 1)[0] + "_" + "A" * 43
     assert (await client.get("/api/v1/me", headers=bearer(forged))).status_code == 401
 
-    r = await client.post(
-        "/api/v1/tokens",
-        json={"user_id": doc.user_id, "name": "short", "scopes": ["user/*.cruds"], "expires_in_days": 1},
-        headers=bearer(admin_token),
-    )
-    assert r.status_code == 201, r.text
-    expiring = r.json()["token"]
+    # A one-day token, issued the way `telecare tokens create --expires-in-days 1` does.
     freeze_clock(utc_now())
+    async with db.unit_of_work() as s:
+        user = await s.get(User, doc.user_id)
+        assert user is not None
+        _, expiring = await service.issue_token(
+            s, user=user, scopes=["user/*.cruds"], name="short", expires_in_days=1, actor=audit.SYSTEM_ACTOR
+        )
     assert (await client.get(f"/api/v1/patients/{pid}", headers=bearer(expiring))).status_code == 200
     advance_clock(timedelta(days=1) - timedelta(seconds=5))
     assert (await client.get(f"/api/v1/patients/{pid}", headers=bearer(expiring))).status_code == 200

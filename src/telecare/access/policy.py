@@ -210,3 +210,19 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
 
 def allowed_reach(role: Role, resource: Resource, action: Action) -> Reach | None:
     return POLICY.get(resource, {}).get(role, {}).get(action)
+
+
+_REACH_ORDER = {Reach.OWN: 0, Reach.CARE: 1, Reach.ORG: 2}
+
+
+def role_covers(holder: Role, other: Role) -> bool:
+    """True when `holder` has every grant `other` has, at least as wide (OWN < CARE < ORG).
+
+    A credential may only be handed out by someone whose own grants cover it: otherwise an admin could mint
+    a clinician's API token and read clinical data through it (minimum necessary, OWASP API5)."""
+    for resource, roles in POLICY.items():
+        for action, reach in roles.get(other, {}).items():
+            mine = allowed_reach(holder, resource, action)
+            if mine is None or _REACH_ORDER[mine] < _REACH_ORDER[reach]:
+                return False
+    return True

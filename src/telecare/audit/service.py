@@ -175,6 +175,7 @@ class VerifyResult:
     checked: int
     first_bad_id: int | None = None
     reason: str | None = None
+    head: tuple[int, str] | None = None  # (last entry id, its MAC): the anchor to keep outside the database
 
 
 async def _entries(session: AsyncSession, batch: int = 5000) -> AsyncIterator[AuditEntry]:
@@ -193,8 +194,14 @@ async def _entries(session: AsyncSession, batch: int = 5000) -> AsyncIterator[Au
         session.expunge_all()
 
 
-async def verify_chain(session: AsyncSession, *, key: bytes) -> VerifyResult:
-    """Walk the chain from the genesis; name the first entry whose MAC, link or position is wrong."""
+async def verify_chain(
+    session: AsyncSession, *, key: bytes, anchor: tuple[int, str] | None = None
+) -> VerifyResult:
+    """Walk the chain from the genesis; name the first entry whose MAC, link or position is wrong.
+
+    The head row catches a deleted tail, but someone who deletes the tail *and* rewrites the head row
+    leaves a valid, shorter chain. `anchor` is an (id, MAC) pair printed by an earlier run and kept outside
+    the database (SECURITY_RELIABILITY.md 3: anchor the head hash); that entry must still be as it was."""
     prev_mac = GENESIS
     prev_id = 0
     checked = 0
@@ -220,7 +227,18 @@ async def verify_chain(session: AsyncSession, *, key: bytes) -> VerifyResult:
             )
         if not constant_time_equal(entry.mac, compute_mac(key, entry)):
             return VerifyResult(False, checked, entry.id, f"entry {entry.id} was altered (MAC mismatch)")
+        if anchor is not None and entry.id == anchor[0] and not constant_time_equal(entry.mac, anchor[1]):
+            return VerifyResult(
+                False, checked, entry.id, f"entry {entry.id} differs from the anchor: the chain was rewritten"
+            )
         prev_mac, prev_id = entry.mac, entry.id
+    if anchor is not None and anchor[0] > prev_id:
+        return VerifyResult(
+            False,
+            checked,
+            anchor[0],
+            f"anchored entry {anchor[0]} is gone: the chain ends at entry {prev_id}",
+        )
     head = (await session.execute(select(AuditChainHead).where(AuditChainHead.id == 1))).scalar_one_or_none()
     head_id, head_mac = (head.last_entry_id, head.last_mac) if head else (0, GENESIS)
     if head_id != prev_id or not constant_time_equal(head_mac, prev_mac):
@@ -231,4 +249,4 @@ async def verify_chain(session: AsyncSession, *, key: bytes) -> VerifyResult:
             f"chain head names entry {head_id} but the chain ends at entry {prev_id}: "
             "entries were deleted or appended outside Telecare",
         )
-    return VerifyResult(True, checked)
+    return VerifyResult(True, checked, head=(prev_id, prev_mac))

@@ -213,10 +213,16 @@ async def list_tokens(session: DbSession, principal: CurrentPrincipal) -> list[T
 async def create_token(body: TokenCreate, session: DbSession, principal: CurrentPrincipal) -> TokenCreated:
     """Issue a scoped bearer token for a user of the organization (admins). The secret is shown once."""
     from telecare.access import service as access
-    from telecare.access.policy import Action, Resource
+    from telecare.access.policy import Action, Resource, role_covers
+    from telecare.core.errors import Forbidden
+    from telecare.identity.models import Role
 
     access.reach_for(principal, Resource.API_TOKEN, Action.CREATE)
     user = await service.get_user(session, principal, user_id=body.user_id)
+    if user.id != principal.user_id and not role_covers(principal.role, Role(user.role)):
+        # The secret is shown to the caller: it must not carry grants the caller lacks (an admin holding a
+        # clinician's token reads clinical data). Operators issue those with `telecare tokens create`.
+        raise Forbidden("You cannot issue a token that reaches data your role cannot reach.")
     record, token = await service.issue_token(
         session,
         user=user,
