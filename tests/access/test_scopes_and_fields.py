@@ -47,9 +47,25 @@ COORDINATOR_RESOURCES = {
     "Appointment",
     "Slot",
     "Schedule",
+    "Encounter",  # visit status, check-in and licensure flags for re-assignment; no clinical content
+    "BillingLine",  # issue 3: coordinators review and adjust proposed billing lines with a reason
+    "Survey",  # satisfaction surveys feed the coordinator dashboards
+    "ConsentText",  # the telehealth consent wording patients accept
+    "Device",  # device logistics: registry and assignment (no readings)
+    "DeviceKey",  # gateway credentials for device integrations
 }
 # Administration without clinical content; informatics: aggregates (and the staff directory, own account).
-ADMIN_RESOURCES = {"Practitioner", "User", "ApiToken", "AuditEvent", "Aggregate", "BreakGlass"}
+ADMIN_RESOURCES = {
+    "Practitioner",
+    "User",
+    "ApiToken",
+    "AuditEvent",
+    "Aggregate",
+    "BreakGlass",
+    "Schedule",  # organization settings: visit types, availability
+    "ConsentText",  # publishing consent versions
+    "DeviceKey",  # integration credentials
+}
 INFORMATICS_RESOURCES = {"Practitioner", "User", "Aggregate"}
 
 
