@@ -37,6 +37,10 @@ PUBLIC_ROUTES = {
     # checked, consumed and audited by visits.live.invitations.
     ("GET", "/join/{token}"),
     ("POST", "/join/{token}"),
+    # FHIR CapabilityStatement: the FHIR RESTful API spec (http.html#capabilities) requires servers to answer
+    # `GET [base]/metadata` without authentication so clients can discover the security scheme; it describes
+    # the server and holds no patient data.
+    ("GET", "/fhir/R4/metadata"),
 }
 
 
