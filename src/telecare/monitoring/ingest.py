@@ -280,8 +280,19 @@ _PG_UNNEST_INSERT = text(
 )
 
 
+_PG_FLOAT_COLUMNS = frozenset(c for c, t in _PG_TYPES.items() if t == "float8[]")
+
+
 def _columns(rows: list[dict[str, object]]) -> dict[str, list[object]]:
-    return {c: [r[c] for r in rows] for c in _PG_TYPES}
+    """One array per column. psycopg refuses to dump a list mixing int and float (a device or the demo may
+    send 120 next to 98.6), so the float8 columns are cast to float; NULLs stay NULL."""
+    out: dict[str, list[object]] = {}
+    for c in _PG_TYPES:
+        if c in _PG_FLOAT_COLUMNS:
+            out[c] = [None if r[c] is None else float(r[c]) for r in rows]  # type: ignore[arg-type]
+        else:
+            out[c] = [r[c] for r in rows]
+    return out
 
 
 def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]
