@@ -19,6 +19,14 @@ ALL_PATIENTS = 50
 AVA_ID, OMAR_ID = 1, 2
 
 
+def chart_sections(page: Any) -> list[str]:
+    """The chart's section keys in display order (waits for the chart to render first)."""
+    expect(page.locator("[data-section=contact]")).to_be_visible()
+    return [
+        str(k) for k in page.locator("[data-section]").evaluate_all("els => els.map(e => e.dataset.section)")
+    ]
+
+
 def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_patients(
     tabs: Any, demo_server: DemoServer
 ) -> None:
@@ -46,6 +54,10 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
     page.get_by_label("6-digit code").fill(demo_server.totp(demo_email("dr.rivera")))
     page.get_by_role("button", name="Confirm").click()
     expect(page).to_have_url(re.compile(r"/home$"))
+    # The navigation carries the visits and monitoring links their role is granted.
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
+        ["My patients", "Visits", "Waiting room", "Monitoring", "RPM billing"]
+    )
 
     # Their care-team patients only.
     expect(page.get_by_role("heading", name="My patients")).to_be_visible()
@@ -60,15 +72,24 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_role("link", name="Alvarez, Ava")).to_be_visible()
 
-    # The chart shell with the foundation's sections.
+    # The chart shell: the foundation's sections, then the patient's visits and remote monitoring.
     page.get_by_role("link", name="Alvarez, Ava").click()
     expect(page).to_have_url(re.compile(rf"/patients/{AVA_ID}$"))
     expect(page.get_by_role("heading", name="Alvarez, Ava", level=1)).to_be_visible()
-    expect(page.locator("[data-section]")).to_have_count(2)
+    assert chart_sections(page) == ["contact", "care-team", "visits", "monitoring"]
     care_team = page.locator("[data-section=care-team]")
     expect(care_team).to_contain_text("Dr. Elena Rivera, MD")
     expect(care_team).to_contain_text("Grace Okafor, RN")
+    expect(page.locator("[data-section=visits]")).to_contain_text("No visits yet.")
+    expect(page.locator("[data-section=visits]")).not_to_contain_text("Book a visit")
     tab.shot("chart")
+    # Ava is enrolled in RPM (demo: hypertension and diabetes): the section leads to her readings.
+    page.locator("[data-section=monitoring]").get_by_role(
+        "link", name="Open readings, charts and targets"
+    ).click()
+    expect(page).to_have_url(re.compile(rf"/monitoring/patients/{AVA_ID}$"))
+    expect(page.get_by_role("heading", name="Alvarez, Ava: remote monitoring")).to_be_visible()
+    tab.shot("monitoring")
 
     # Another physician's patient is not shown; the page offers break-the-glass instead.
     page.goto(f"/patients/{OMAR_ID}")
@@ -148,6 +169,10 @@ def test_coordinator_sees_contact_data_of_all_patients_but_no_clinical_sections(
     page = tab.page
     tab.sign_in("coord.james")
     expect(page.get_by_role("heading", name="Patient contacts")).to_be_visible()
+    # Scheduling links; no clinical (visits queue, monitoring) ones.
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
+        ["Patient contacts", "Statistics", "Calendar", "Coverage", "Billing"]
+    )
     headers = page.locator("table.patients thead th")
     expect(headers).to_have_text(["Name", "MRN", "Phone", "Email", "State"])
     expect(page.get_by_test_id("patient-count")).to_contain_text(f"Showing 1–25 of {ALL_PATIENTS}")
@@ -158,9 +183,17 @@ def test_coordinator_sees_contact_data_of_all_patients_but_no_clinical_sections(
     # Patients without a care team (and Dr. Chen's) are reachable for scheduling.
     page.goto(f"/patients/{OMAR_ID}")
     expect(page.get_by_role("heading", name="Haddad, Omar", level=1)).to_be_visible()
-    expect(page.locator("[data-section]")).to_have_count(2)
+    # Contact, care team and visits (scheduling data); Omar is enrolled in RPM (demo: heart failure), but
+    # the monitoring section is clinical and never shown to a coordinator.
+    assert chart_sections(page) == ["contact", "care-team", "visits"]
     expect(page.locator("[data-section=contact]")).to_contain_text("+1 555 0101 1001")
+    expect(page.locator("[data-section=visits]")).to_contain_text("Book a visit for this patient")
+    expect(page.locator("body")).not_to_contain_text("Remote monitoring")
+    expect(page.locator("a[href^='/monitoring']")).to_have_count(0)
     tab.shot("chart")
+    page.goto(f"/monitoring/patients/{OMAR_ID}")
+    expect(page.get_by_role("heading", name="Forbidden")).to_be_visible()
+    expect(page.locator("body")).not_to_contain_text("Haddad")
     # Admin pages are not theirs.
     page.goto("/admin/users")
     expect(page.get_by_role("heading", name="Forbidden")).to_be_visible()
