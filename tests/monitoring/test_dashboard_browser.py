@@ -38,6 +38,8 @@ async def test_alert_reaches_open_dashboard_and_is_acknowledged(
             page = await browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # Console errors include CSP violations (an inline script or style the policy refused).
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             await page.goto(f"{server.base}/login")
             await page.fill("#email", clinic.nurse.email)
             await page.fill("#password", clinic.nurse.password)

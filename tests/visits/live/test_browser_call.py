@@ -227,8 +227,11 @@ def test_patient_books_checks_in_is_admitted_and_talks_by_video_then_audio_only(
             doctor_ctx = browser.new_context(base_url=server.base, viewport={"width": 1100, "height": 900})
             patient = patient_ctx.new_page()
             doctor = doctor_ctx.new_page()
+            # Script errors and console errors (CSP violations are reported there) fail the test.
+            errors: list[str] = []
             for page in (patient, doctor):
-                page.on("pageerror", lambda exc: print("page error:", exc))
+                page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
 
             # ---- the patient books today's first free slot and checks in from home in PA
             patient.goto("/login")
@@ -325,6 +328,7 @@ def test_patient_books_checks_in_is_admitted_and_talks_by_video_then_audio_only(
             doctor.click("#end-visit")
             for page in (patient, doctor):
                 expect(page.locator("#call-status")).to_contain_text("The visit has ended")
+            assert errors == []
         finally:
             browser.close()
     kinds = asyncio.run(_timeline(server.settings))
