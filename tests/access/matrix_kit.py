@@ -138,6 +138,7 @@ class Probe:
     perform: ProbeFn | None  # None: no route; `absent_request` is sent instead
     collection: bool = False  # a list/search/aggregate: an uncovered relationship filters, not denies
     absent_request: tuple[str, str] | None = None  # (method, path template with {id} / {patient_id})
+    reason: str = ""  # absent: why there is no route
 
 
 PROBES: dict[tuple[Resource, Action], Probe] = {}
@@ -155,11 +156,11 @@ def probe(resource: Resource, action: Action, *, collection: bool = False) -> Ca
     return register
 
 
-def absent(resource: Resource, action: Action, method: str, path: str) -> None:
+def absent(resource: Resource, action: Action, method: str, path: str, *, reason: str = "") -> None:
     """Declare that (resource, action) has no route; the matrix sends `method path` and expects refusal."""
     key = (resource, action)
     assert key not in PROBES, f"two probes for {key}"
-    PROBES[key] = Probe(resource, action, None, absent_request=(method, path))
+    PROBES[key] = Probe(resource, action, None, absent_request=(method, path), reason=reason)
 
 
 def targets(resource: Resource) -> Callable[[TargetFn], TargetFn]:

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from telecare.access.service import PatientNotAccessible
 from telecare.core.db import Database
-from telecare.core.errors import Forbidden
 from telecare.core.time import freeze_clock
 from telecare.licensure.service import ProviderNotLicensedError
 from telecare.scheduling import service
@@ -119,7 +119,8 @@ async def test_coordinator_books_on_behalf_and_a_patient_cannot_book_for_someone
     appt = await book(db, clinic, clinic.coordinator, patient_id=other)
     assert appt.patient_id == other
     assert appt.booked_by_user_id == clinic.coordinator.user_id
-    with pytest.raises(Forbidden):
+    # Another patient is outside a patient's reach: answered like an unknown patient (404), not 403.
+    with pytest.raises(PatientNotAccessible):
         await book(db, clinic, clinic.patient, patient_id=other, start=WED_9AM_NY + timedelta(hours=1))
 
 

@@ -204,10 +204,11 @@ async def _authorize_availability(
     session: AsyncSession, principal: Principal, practitioner_id: int, action: Action
 ) -> Practitioner:
     reach = reach_for(principal, Resource.SCHEDULE, action)
-    prac = await _practitioner(session, principal.org_id, practitioner_id)
-    if reach is Reach.OWN and prac.id != principal.practitioner_id:
-        raise Forbidden("Clinicians manage only their own availability.")
-    return prac
+    if reach is Reach.OWN and practitioner_id != principal.practitioner_id:
+        # A clinician's grant reaches only their own availability: a colleague's is outside reach and
+        # answered like an unknown practitioner (404), as everywhere else in the API.
+        raise PractitionerNotFound()
+    return await _practitioner(session, principal.org_id, practitioner_id)
 
 
 async def add_template(
@@ -490,9 +491,9 @@ def _patient_for_booking(principal: Principal, patient_id: int | None) -> int:
     if principal.role is Role.PATIENT:
         if principal.patient_id is None:
             raise Forbidden("This login has no patient record.")
-        if patient_id not in (None, principal.patient_id):
-            raise Forbidden("Patients book only for themselves.")
-        return principal.patient_id
+        # Another patient's id goes to `open_patient`, which answers 404 (outside reach, audited) like an
+        # unknown id: a 403 here would confirm that the patient exists.
+        return principal.patient_id if patient_id is None else patient_id
     if patient_id is None:
         raise ValidationFailed(errors=[FieldError("patient_id", "Required when booking for a patient.")])
     return patient_id

@@ -58,6 +58,9 @@ class ConsentRead(BaseModel):
 
 
 class ConsentCreate(BaseModel):
+    # Unknown fields are refused (422 naming them): an `org_id` must not be silently dropped while the text
+    # is published into the caller's own organization (mass assignment, OWASP API3).
+    model_config = ConfigDict(extra="forbid")
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=20, max_length=20_000)
 
