@@ -35,7 +35,8 @@ from telecare.identity.models import Role
 from tests.factories import Account, add_to_care_team, make_org, make_patient, make_user, token_for
 
 MAX_EXAMPLES = int(os.environ.get("TELECARE_FUZZ_EXAMPLES", "12"))
-PUBLIC_OPERATIONS = {"GET /healthz"}
+# The health probe and the FHIR CapabilityStatement (public by the FHIR spec, see test_route_coverage.py).
+PUBLIC_OPERATIONS = {"GET /healthz", "GET /fhir/R4/metadata"}
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from telecare.billing import service
 from telecare.billing.models import BillingLine, BillingLineStatus
 from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.core.params import PathId
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
 
@@ -55,7 +56,7 @@ async def lines(
 
 @router.get("/visits/{appointment_id}/billing", response_model=list[BillingLineRead])
 async def visit_lines(
-    appointment_id: int, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> list[BillingLineRead]:
     """The billing lines of one visit."""
     return [
@@ -65,7 +66,7 @@ async def visit_lines(
 
 @router.patch("/billing/lines/{line_id}", response_model=BillingLineRead)
 async def adjust(
-    line_id: int, body: BillingLineAdjust, session: DbSession, principal: CurrentPrincipal
+    line_id: PathId, body: BillingLineAdjust, session: DbSession, principal: CurrentPrincipal
 ) -> BillingLineRead:
     """Adjust, approve or void a proposed line; the reason is kept with every change."""
     line = await service.adjust_line(

@@ -258,12 +258,63 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+FHIR_RESOURCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resourceType"],
+    "properties": {"resourceType": {"type": "string"}},
+}
+
+OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
+    "title": "OperationOutcome",
+    "description": "FHIR R4 OperationOutcome: every error under /fhir/; `expression` names the field.",
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"},
+                    "diagnostics": {"type": "string"},
+                    "expression": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+
+
 def _document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Describe the error bodies the API really sends: FastAPI documents 422 as its own HTTPValidationError
     shape, but every /api error is problem+json (schemathesis validates responses against this)."""
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    outcome = {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/fhir/"):
+            schema["components"]["schemas"]["OperationOutcome"] = OPERATION_OUTCOME_SCHEMA
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, response in responses.items():
+                    if status.startswith("2") and response.get("content"):
+                        # The FHIR routes answer a generic resource (CapabilityStatement, Patient,
+                        # Observation, Bundle) built as a dict; FastAPI cannot describe it, so the contract
+                        # documented here is the one every FHIR resource shares.
+                        response["content"] = {FHIR_JSON: {"schema": FHIR_RESOURCE_SCHEMA}}
+                if "422" in responses:
+                    responses["422"] = {
+                        "description": "Invalid; each issue names its field.",
+                        "content": outcome,
+                    }
+                responses.setdefault(
+                    "default", {"description": "Error (OperationOutcome)", "content": outcome}
+                )
+            continue
         if not path.startswith("/api/"):
             continue
         for operation in operations.values():

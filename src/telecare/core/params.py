@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path
+from fastapi import Path, Query
+from pydantic import Field
 
 MAX_ID = 2_147_483_647  # PostgreSQL INTEGER maximum
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int, Query(ge=1, le=MAX_ID)]
+BoundedId = Annotated[int, Field(ge=1, le=MAX_ID)]
+"""For ids inside bodies and inside list-valued query parameters (`list[BoundedId]`)."""

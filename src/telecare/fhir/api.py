@@ -5,7 +5,6 @@ and transaction/batch Bundles of Observations. `application/fhir+json`; errors a
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -19,12 +18,15 @@ from telecare.access import service as access
 from telecare.access.policy import Action, Resource
 from telecare.core.auth import CurrentPrincipal, DbSession, public
 from telecare.core.errors import FieldError, NotFound, ValidationFailed
+from telecare.core.params import PathId
 from telecare.core.time import utc_now
 from telecare.fhir.observation import (
     MRN_SYSTEM,
     codes_matching,
     observation_resource,
+    parse_instant,
     parse_observation,
+    patient_ref_id,
     patient_resource,
 )
 from telecare.identity.models import Patient
@@ -36,7 +38,9 @@ from telecare.monitoring.service import Draft
 
 router = APIRouter(prefix="/fhir/R4", tags=["fhir"])
 FHIR_JSON = "application/fhir+json"
-_DATE_PARAM = re.compile(r"^(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2}))?)$")
+_DATE_PARAM = re.compile(
+    r"^(eq|ge|gt|le|lt)?([0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2}))?)$"
+)
 
 
 def fhir_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -216,7 +220,7 @@ async def bundle(request: Request, session: DbSession, caller: IngestCaller) -> 
 
 
 @router.get("/Patient/{patient_id}")
-async def read_patient(patient_id: int, session: DbSession, principal: CurrentPrincipal) -> Response:
+async def read_patient(patient_id: PathId, session: DbSession, principal: CurrentPrincipal) -> Response:
     """Read a Patient (audited)."""
     patient = await access.open_patient(
         session, principal, patient_id, resource=Resource.PATIENT, action=Action.READ
@@ -309,7 +313,7 @@ async def search_patients(
 
 
 @router.get("/Observation/{reading_id}")
-async def read_observation(reading_id: int, session: DbSession, principal: CurrentPrincipal) -> Response:
+async def read_observation(reading_id: PathId, session: DbSession, principal: CurrentPrincipal) -> Response:
     """Read an Observation (audited)."""
     reading = await session.get(Reading, reading_id)
     if reading is None or reading.org_id != principal.org_id:
@@ -335,11 +339,9 @@ def _date_filters(values: list[str]) -> list[Any]:
             )
         prefix = m.group(1) or "eq"
         text = m.group(2)
-        moment = (
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if "T" in text
-            else datetime.fromisoformat(text + "T00:00:00+00:00")
-        )
+        moment = parse_instant(text if "T" in text else text + "T00:00:00+00:00")
+        if moment is None:  # e.g. month 13: the pattern checks the shape only
+            raise ValidationFailed(errors=[FieldError(f"date[{n}]", "not a calendar date and time")])
         if moment.tzinfo is None:
             raise ValidationFailed(errors=[FieldError(f"date[{n}]", "a time needs a UTC offset")])
         col = Reading.measured_at
@@ -372,10 +374,10 @@ async def search_observations(
     conditions: list[Any] = [Reading.patient_id.in_(scope), Reading.org_id == principal.org_id]
     params: dict[str, Any] = {}
     if patient is not None:
-        pid = patient.rsplit("/", 1)[-1]
-        if not pid.isdigit():
+        pid = patient_ref_id(patient if "/" in patient else f"Patient/{patient}")
+        if pid is None:
             raise ValidationFailed(errors=[FieldError("patient", "Patient id or Patient/{id}")])
-        conditions.append(Reading.patient_id == int(pid))
+        conditions.append(Reading.patient_id == pid)
         params["patient"] = patient
     if code:
         wanted: list[str] = []

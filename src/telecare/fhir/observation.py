@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from telecare.core.errors import FieldError
+from telecare.core.params import MAX_ID
 from telecare.identity.models import Patient
 from telecare.monitoring.codes import (
     KIND_BY_LOINC,
@@ -36,8 +37,27 @@ VITALS_PROFILE = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
 BP_PROFILE = "http://hl7.org/fhir/StructureDefinition/bp"
 PULSE_OX_PROFILE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-pulse-oximetry"
 ACCEPTED_STATUS = frozenset({"final", "amended", "corrected", "preliminary"})
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
-_PATIENT_REF = re.compile(r"^(?:.*/)?Patient/(\d+)$")
+# [0-9], not \d: \d also matches other scripts' digits, which int() and fromisoformat() then refuse.
+_DATETIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+_PATIENT_REF = re.compile(r"^(?:.*/)?Patient/([0-9]{1,10})$")
+
+
+def parse_instant(text: str) -> datetime | None:
+    """A FHIR dateTime that matched its pattern, or None when it names no real instant (month 13, 25:00)."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def patient_ref_id(reference: str) -> int | None:
+    """The id of `Patient/{id}` (or a full URL ending so), within the id range (core/params.py)."""
+    match = _PATIENT_REF.match(reference)
+    if match is None or not 1 <= int(match.group(1)) <= MAX_ID:
+        return None
+    return int(match.group(1))
 
 
 def _codes(concept: Any) -> list[str]:
@@ -78,21 +98,20 @@ def parse_observation(index: int, prefix: str, obs: Any) -> Draft | list[FieldEr
     kind = kinds.pop()
     effective = obs.get("effectiveDateTime")
     measured_at: datetime | None = None
-    if not isinstance(effective, str) or not _DATETIME.match(effective):
+    if isinstance(effective, str) and _DATETIME.match(effective):
+        measured_at = parse_instant(effective)
+    if measured_at is None:
         errors.append(FieldError(f"{prefix}effectiveDateTime", "a date-time with a UTC offset is required"))
     else:
-        measured_at = datetime.fromisoformat(effective.replace("Z", "+00:00"))
         errors += check_time(prefix, measured_at)
         errors = [FieldError(e.field.replace("measured_at", "effectiveDateTime"), e.message) for e in errors]
     patient_id = None
     subject = obs.get("subject")
     if subject is not None:
         ref = subject.get("reference") if isinstance(subject, dict) else None
-        match = _PATIENT_REF.match(ref) if isinstance(ref, str) else None
-        if match is None:
+        patient_id = patient_ref_id(ref) if isinstance(ref, str) else None
+        if patient_id is None:
             errors.append(FieldError(f"{prefix}subject.reference", "must be Patient/{id}"))
-        else:
-            patient_id = int(match.group(1))
     serial = None
     device = obs.get("device")
     if device is not None:

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from telecare.core.auth import CurrentPrincipal, DbSession
 from telecare.core.errors import FieldError, ValidationFailed
+from telecare.core.params import BoundedId, PathId
 from telecare.monitoring import billing, cgm, repository, service
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.credentials import IngestCaller
@@ -94,7 +95,7 @@ async def post_readings(request: Request, session: DbSession, caller: IngestCall
 
 @router.get("/patients/{patient_id}/readings", response_model=list[ReadingRead])
 async def list_readings(
-    patient_id: int,
+    patient_id: PathId,
     session: DbSession,
     principal: CurrentPrincipal,
     kind: Annotated[list[Kind] | None, Query()] = None,
@@ -111,7 +112,7 @@ async def list_readings(
 
 @router.post("/patients/{patient_id}/readings", response_model=ReadingRead, status_code=201)
 async def manual_reading(
-    patient_id: int, body: ManualReading, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, body: ManualReading, session: DbSession, principal: CurrentPrincipal
 ) -> ReadingRead:
     """Enter a reading by hand (patient portal or clinician)."""
     reading = await service.enter_manual_reading(session, principal, patient_id=patient_id, data=body)
@@ -126,7 +127,7 @@ async def register_device(body: DeviceCreate, session: DbSession, principal: Cur
 
 @router.post("/patients/{patient_id}/devices", status_code=201)
 async def assign_device(
-    patient_id: int, body: AssignmentCreate, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, body: AssignmentCreate, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Assign a device to the patient (ends its previous assignment)."""
     a = await service.assign_device(
@@ -137,7 +138,7 @@ async def assign_device(
 
 @router.get("/patients/{patient_id}/devices")
 async def list_devices(
-    patient_id: int, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> list[dict[str, Any]]:
     """Devices assigned to the patient, with assignment dates."""
     rows = await service.patient_devices(session, principal, patient_id=patient_id)
@@ -151,7 +152,7 @@ async def list_devices(
 async def create_device_key(
     session: DbSession,
     principal: CurrentPrincipal,
-    device_id: Annotated[list[int], Query(min_length=1, max_length=1000)],
+    device_id: Annotated[list[BoundedId], Query(min_length=1, max_length=1000)],
     name: Annotated[str, Query(min_length=1, max_length=100)] = "integration",
 ) -> DeviceKeyCreated:
     """Issue a key that may post only for the listed devices. The key is shown once."""
@@ -160,7 +161,7 @@ async def create_device_key(
 
 
 @router.delete("/device-keys/{key_id}", status_code=204)
-async def revoke_device_key(key_id: int, session: DbSession, principal: CurrentPrincipal) -> Response:
+async def revoke_device_key(key_id: PathId, session: DbSession, principal: CurrentPrincipal) -> Response:
     """Revoke a device key at once."""
     await service.revoke_device_key(session, principal, key_id=key_id)
     return Response(status_code=204)
@@ -168,7 +169,7 @@ async def revoke_device_key(key_id: int, session: DbSession, principal: CurrentP
 
 @router.post("/patients/{patient_id}/enrolment", response_model=EnrolmentRead, status_code=201)
 async def enrol(
-    patient_id: int, body: EnrolmentCreate, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, body: EnrolmentCreate, session: DbSession, principal: CurrentPrincipal
 ) -> EnrolmentRead:
     """Enrol the patient in RPM with consent and the ordering physician."""
     return EnrolmentRead.model_validate(
@@ -177,14 +178,14 @@ async def enrol(
 
 
 @router.get("/patients/{patient_id}/rules", response_model=list[RuleRead])
-async def rules(patient_id: int, session: DbSession, principal: CurrentPrincipal) -> list[RuleRead]:
+async def rules(patient_id: PathId, session: DbSession, principal: CurrentPrincipal) -> list[RuleRead]:
     """The alert rules as they apply to this patient now, with sources and overrides."""
     return await service.patient_rules(session, principal, patient_id=patient_id)
 
 
 @router.put("/patients/{patient_id}/rules/{rule_code}", response_model=list[RuleRead])
 async def override_rule(
-    patient_id: int, rule_code: str, body: OverrideSet, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, rule_code: str, body: OverrideSet, session: DbSession, principal: CurrentPrincipal
 ) -> list[RuleRead]:
     """Override a rule for this patient (audited with who and why)."""
     await service.set_override(session, principal, patient_id=patient_id, rule_code=rule_code, data=body)
@@ -203,7 +204,9 @@ async def worklist(
 
 
 @router.get("/patients/{patient_id}/alerts", response_model=list[AlertRead])
-async def patient_alerts(patient_id: int, session: DbSession, principal: CurrentPrincipal) -> list[AlertRead]:
+async def patient_alerts(
+    patient_id: PathId, session: DbSession, principal: CurrentPrincipal
+) -> list[AlertRead]:
     """All alerts of the patient, newest first."""
     rows = await service.patient_alerts(session, principal, patient_id=patient_id)
     return [AlertRead.model_validate(a) for a in rows]
@@ -211,7 +214,7 @@ async def patient_alerts(patient_id: int, session: DbSession, principal: Current
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=AlertRead)
 async def acknowledge(
-    alert_id: int, body: AlertNote, session: DbSession, principal: CurrentPrincipal
+    alert_id: PathId, body: AlertNote, session: DbSession, principal: CurrentPrincipal
 ) -> AlertRead:
     """Acknowledge an alert with a note (stops its escalation)."""
     return AlertRead.model_validate(
@@ -221,7 +224,7 @@ async def acknowledge(
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertRead)
 async def resolve(
-    alert_id: int, body: AlertNote, session: DbSession, principal: CurrentPrincipal
+    alert_id: PathId, body: AlertNote, session: DbSession, principal: CurrentPrincipal
 ) -> AlertRead:
     """Resolve an alert with a note."""
     return AlertRead.model_validate(
@@ -231,7 +234,7 @@ async def resolve(
 
 @router.post("/patients/{patient_id}/time", response_model=TimeEntryRead, status_code=201)
 async def log_time(
-    patient_id: int, body: TimeEntryCreate, session: DbSession, principal: CurrentPrincipal
+    patient_id: PathId, body: TimeEntryCreate, session: DbSession, principal: CurrentPrincipal
 ) -> TimeEntryRead:
     """Log interactive communication or management minutes against the RPM episode."""
     return TimeEntryRead.model_validate(
@@ -241,7 +244,7 @@ async def log_time(
 
 @router.get("/patients/{patient_id}/cgm")
 async def cgm_metrics(
-    patient_id: int,
+    patient_id: PathId,
     session: DbSession,
     principal: CurrentPrincipal,
     days: Annotated[int, Query(ge=1, le=90)] = 14,
@@ -255,9 +258,14 @@ async def cgm_metrics(
 async def billing_worklist(
     session: DbSession,
     principal: CurrentPrincipal,
-    month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+    month: Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")] = None,
 ) -> list[BillingRowRead]:
-    """The monthly RPM billing worklist: each line with the facts it was derived from."""
-    first = date.fromisoformat(month + "-01") if month else None
+    """The monthly RPM billing worklist (`month=YYYY-MM`): each line with the facts it was derived from."""
+    first = None
+    if month:
+        try:  # the pattern admits year 0000, which `date` does not
+            first = date.fromisoformat(month + "-01")
+        except ValueError:
+            raise ValidationFailed(errors=[FieldError("month", "a calendar month, YYYY-MM")]) from None
     rows = await billing.worklist(session, principal, month=first)
     return [BillingRowRead.model_validate(r.as_json()) for r in rows]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from telecare.core.params import BoundedId
 from telecare.monitoring.codes import Kind, Program
 from telecare.monitoring.models import AlertStatus, DeviceType, Tier, TimeKind
 
@@ -114,14 +115,14 @@ class DeviceRead(BaseModel):
 class AssignmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    device_id: int
+    device_id: BoundedId
     started_at: AwareDatetime | None = None
 
 
 class EnrolmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ordering_practitioner_id: int
+    ordering_practitioner_id: BoundedId
     programs: list[Program] = Field(min_length=1)
     consent_at: AwareDatetime
     consent_method: Annotated[str, StringConstraints(pattern=r"^(verbal|written|electronic)$")]

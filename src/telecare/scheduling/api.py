@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.core.params import PathId, QueryId
 from telecare.core.time import utc_now
 from telecare.licensure import service as licensure
 from telecare.scheduling import service
@@ -74,7 +75,7 @@ async def add_exception(
 
 @router.get("/practitioners/{practitioner_id}/availability")
 async def read_availability(
-    practitioner_id: int, session: DbSession, principal: CurrentPrincipal
+    practitioner_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """A practitioner's weekly templates and exceptions."""
     templates, exceptions = await service.availability(session, principal, practitioner_id=practitioner_id)
@@ -88,11 +89,11 @@ async def read_availability(
 async def find_slots(
     session: DbSession,
     principal: CurrentPrincipal,
-    visit_type_id: int,
+    visit_type_id: QueryId,
     state: Annotated[str, Query(min_length=2, max_length=2, pattern="^[A-Za-z]{2}$")],
     start: Annotated[date | None, Query(alias="from")] = None,
     days: Annotated[int, Query(ge=1, le=service.MAX_SEARCH_DAYS)] = 7,
-    practitioner_id: int | None = None,
+    practitioner_id: QueryId | None = None,
 ) -> SlotSearchRead:
     """Free slots of practitioners licensed in `state` (where the patient expects to be); when nobody is
     licensed, `message` and `unlicensed` say why."""
@@ -137,7 +138,7 @@ async def my_appointments(session: DbSession, principal: CurrentPrincipal) -> li
 
 @router.get("/appointments/{appointment_id}", response_model=AppointmentRead)
 async def read_appointment(
-    appointment_id: int, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> AppointmentRead:
     """One appointment."""
     return AppointmentRead.model_validate(await service.load_appointment(session, principal, appointment_id))
@@ -145,7 +146,7 @@ async def read_appointment(
 
 @router.post("/appointments/{appointment_id}/reschedule", response_model=AppointmentRead)
 async def reschedule(
-    appointment_id: int, body: AppointmentReschedule, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: AppointmentReschedule, session: DbSession, principal: CurrentPrincipal
 ) -> AppointmentRead:
     """Move a booked visit to another free slot (not inside the notice period for patients)."""
     appt = await service.reschedule_appointment(
@@ -160,7 +161,7 @@ async def reschedule(
 
 @router.post("/appointments/{appointment_id}/cancel", response_model=AppointmentRead)
 async def cancel(
-    appointment_id: int, body: AppointmentCancel, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: AppointmentCancel, session: DbSession, principal: CurrentPrincipal
 ) -> AppointmentRead:
     """Cancel a visit; inside the notice period it is recorded as a late cancellation."""
     appt = await service.cancel_appointment(
@@ -171,7 +172,7 @@ async def cancel(
 
 @router.post("/appointments/{appointment_id}/reassign", response_model=AppointmentRead)
 async def reassign(
-    appointment_id: int, practitioner_id: int, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, practitioner_id: QueryId, session: DbSession, principal: CurrentPrincipal
 ) -> AppointmentRead:
     """Coordinators: give the visit to a licensed colleague at the same time."""
     appt = await service.reassign_practitioner(
@@ -182,7 +183,7 @@ async def reassign(
 
 @router.get("/calendar")
 async def calendar(
-    session: DbSession, principal: CurrentPrincipal, day: date, practitioner_id: int | None = None
+    session: DbSession, principal: CurrentPrincipal, day: date, practitioner_id: QueryId | None = None
 ) -> list[dict[str, Any]]:
     """Each practitioner's visits on a local day."""
     days = await service.day_calendar(session, principal, day=day, practitioner_id=practitioner_id)

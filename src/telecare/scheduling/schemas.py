@@ -6,6 +6,7 @@ from datetime import date, datetime, time
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from telecare.core.params import BoundedId
 from telecare.scheduling.models import AppointmentStatus, ExceptionKind, Modality, PatientKind
 
 StateCode = Field(min_length=2, max_length=2, pattern=r"^[A-Za-z]{2}$")
@@ -29,7 +30,7 @@ class VisitTypeRead(BaseModel):
 
 
 class TemplateCreate(BaseModel):
-    practitioner_id: int
+    practitioner_id: BoundedId
     weekday: int = Field(ge=0, le=6, description="Monday = 0")
     start_time: time
     end_time: time
@@ -43,7 +44,7 @@ class TemplateRead(TemplateCreate):
 
 
 class ExceptionCreate(BaseModel):
-    practitioner_id: int
+    practitioner_id: BoundedId
     on_date: date
     start_time: time | None = None
     end_time: time | None = None
@@ -104,12 +105,14 @@ class SlotSearchRead(BaseModel):
 
 
 class AppointmentCreate(BaseModel):
-    practitioner_id: int
-    visit_type_id: int
+    practitioner_id: BoundedId
+    visit_type_id: BoundedId
     start_at: datetime
     modality: Modality
     expected_state: str = StateCode
-    patient_id: int | None = Field(default=None, description="Coordinators: the patient; patients: omit")
+    patient_id: BoundedId | None = Field(
+        default=None, description="Coordinators: the patient; patients: omit"
+    )
 
     @field_validator("start_at")
     @classmethod
@@ -121,7 +124,7 @@ class AppointmentCreate(BaseModel):
 
 class AppointmentReschedule(BaseModel):
     start_at: datetime
-    practitioner_id: int | None = None
+    practitioner_id: BoundedId | None = None
 
     @field_validator("start_at")
     @classmethod

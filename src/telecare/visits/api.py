@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from telecare.core.auth import CurrentPrincipal, DbSession
 from telecare.core.errors import NotFound
+from telecare.core.params import PathId
 from telecare.visits import notes, service
 from telecare.visits.schemas import (
     AddendumCreate,
@@ -46,7 +47,7 @@ async def publish_consent(
 
 @router.post("/visits/{appointment_id}/check-in", response_model=CheckInResult)
 async def check_in(
-    appointment_id: int, body: CheckIn, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: CheckIn, session: DbSession, principal: CurrentPrincipal
 ) -> CheckInResult:
     """Attest the current location and accept consent. `can_join` false means the licensure gate failed."""
     outcome = await service.check_in(session, principal, appointment_id=appointment_id, data=body)
@@ -59,7 +60,7 @@ async def check_in(
 
 
 @router.get("/visits/{appointment_id}/join")
-async def can_join(appointment_id: int, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+async def can_join(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     """Whether the caller may enter the visit's media room now, and why not."""
     d = await service.can_join(session, principal, appointment_id=appointment_id)
     return {"allowed": d.allowed, "role": str(d.role) if d.role else None, "reason": d.reason}
@@ -67,7 +68,7 @@ async def can_join(appointment_id: int, session: DbSession, principal: CurrentPr
 
 @router.get("/visits/{appointment_id}/timeline", response_model=list[VisitEventRead])
 async def timeline(
-    appointment_id: int, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> list[VisitEventRead]:
     """Check-in, admission, connections, modality changes, disconnections, end."""
     events = await service.timeline(session, principal, appointment_id=appointment_id)
@@ -75,7 +76,7 @@ async def timeline(
 
 
 @router.post("/visits/{appointment_id}/admit", response_model=CheckInResult)
-async def admit(appointment_id: int, session: DbSession, principal: CurrentPrincipal) -> CheckInResult:
+async def admit(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> CheckInResult:
     """The clinician admits the waiting patient."""
     appt = await service.admit(session, principal, appointment_id=appointment_id)
     return CheckInResult(appointment_id=appt.id, status=appt.status, can_join=True, reasons=[])
@@ -83,7 +84,7 @@ async def admit(appointment_id: int, session: DbSession, principal: CurrentPrinc
 
 @router.post("/visits/{appointment_id}/modality", response_model=CheckInResult)
 async def switch_modality(
-    appointment_id: int, body: ModalitySwitch, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: ModalitySwitch, session: DbSession, principal: CurrentPrincipal
 ) -> CheckInResult:
     """Switch between video and audio-only, with the reason."""
     appt = await service.switch_modality(
@@ -93,21 +94,21 @@ async def switch_modality(
 
 
 @router.post("/visits/{appointment_id}/end", response_model=CheckInResult)
-async def end_visit(appointment_id: int, session: DbSession, principal: CurrentPrincipal) -> CheckInResult:
+async def end_visit(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> CheckInResult:
     """The clinician ends the visit."""
     appt = await service.end_visit(session, principal, appointment_id=appointment_id)
     return CheckInResult(appointment_id=appt.id, status=appt.status, can_join=False, reasons=[])
 
 
 @router.get("/visits/{appointment_id}/note", response_model=NoteRead)
-async def read_note(appointment_id: int, session: DbSession, principal: CurrentPrincipal) -> NoteRead:
+async def read_note(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> NoteRead:
     """The visit note (a draft is created for the visit's clinician on first open)."""
     return NoteRead.model_validate(await notes.open_note(session, principal, appointment_id=appointment_id))
 
 
 @router.patch("/visits/{appointment_id}/note", response_model=NoteRead)
 async def update_note(
-    appointment_id: int, body: NoteUpdate, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: NoteUpdate, session: DbSession, principal: CurrentPrincipal
 ) -> NoteRead:
     """Edit the draft note (refused once signed)."""
     return NoteRead.model_validate(
@@ -116,14 +117,14 @@ async def update_note(
 
 
 @router.post("/visits/{appointment_id}/note/sign", response_model=NoteRead)
-async def sign_note(appointment_id: int, session: DbSession, principal: CurrentPrincipal) -> NoteRead:
+async def sign_note(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> NoteRead:
     """Sign: refused (422, each missing element named) until every telehealth element is documented."""
     return NoteRead.model_validate(await notes.sign_note(session, principal, appointment_id=appointment_id))
 
 
 @router.post("/visits/{appointment_id}/note/addenda", status_code=201)
 async def add_addendum(
-    appointment_id: int, body: AddendumCreate, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: AddendumCreate, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Add an addendum to a signed note."""
     a = await notes.add_addendum(session, principal, appointment_id=appointment_id, text=body.text)
@@ -131,7 +132,7 @@ async def add_addendum(
 
 
 @router.get("/visits/{appointment_id}/summary")
-async def summary(appointment_id: int, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
+async def summary(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> dict[str, Any]:
     """The patient's visit summary: plan and follow-up from the signed note."""
     s = await notes.visit_summary(session, principal, appointment_id=appointment_id)
     return {
@@ -147,7 +148,7 @@ async def summary(appointment_id: int, session: DbSession, principal: CurrentPri
 
 @router.post("/visits/{appointment_id}/survey", status_code=201)
 async def survey(
-    appointment_id: int, body: SurveyCreate, session: DbSession, principal: CurrentPrincipal
+    appointment_id: PathId, body: SurveyCreate, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Answer the post-visit satisfaction survey (once)."""
     row = await notes.submit_survey(

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from telecare.core.params import BoundedId
 from telecare.identity.geo import normalise_state
 from telecare.scheduling.models import AppointmentStatus, Modality
 from telecare.visits.models import LocationType, ModalityChangeReason, NoteStatus, VisitEventKind
@@ -18,7 +19,7 @@ class CheckIn(BaseModel):
     state: str = Field(min_length=2, max_length=2)
     postal_code: str | None = Field(default=None, max_length=10)
     callback_phone: str | None = Field(default=None, max_length=40)
-    consent_text_id: int = Field(description="The consent version the patient read and accepts")
+    consent_text_id: BoundedId = Field(description="The consent version the patient read and accepts")
     consent_accepted: bool
 
     @field_validator("state")
