@@ -66,7 +66,13 @@ ADMIN_RESOURCES = {
     "ConsentText",  # publishing consent versions
     "DeviceKey",  # integration credentials
 }
-INFORMATICS_RESOURCES = {"Practitioner", "User", "Aggregate"}
+INFORMATICS_RESOURCES = {
+    "Practitioner",
+    "User",
+    "Aggregate",
+    "Schedule",  # visit types and availability: organization configuration that utilization reports need
+    "ConsentText",  # the published consent wording (the same text every patient is shown)
+}
 
 
 def _granted(role: Role) -> set[str]:
