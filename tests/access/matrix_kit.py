@@ -13,7 +13,10 @@ Extending it (a new domain): add your `Resource` and grants to POLICY, then crea
      on (its id, its patient, and strings that would prove it leaked: MRN, names, ...);
   3. registers one `@probe(Resource.X, Action.Y)` per route (perform the request; report whether the target
      is visible in the body and, for writes, whether the write took effect), or `absent(...)` naming the
-     conventional request for an action that has no route (the matrix asserts it is refused or absent).
+     conventional request for an action that has no route (the matrix asserts it is refused or absent),
+     with the reason there is none;
+  4. optionally registers `@parity(Resource.X, Action.Y)`: the same action through another API surface
+     (the FHIR API next to the REST API); the matrix holds every surface to the same expectation.
 A (resource, action) with neither fails `test_every_cell_has_a_probe_or_is_declared_absent`.
 """
 
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 from sqlalchemy import select
@@ -142,6 +146,7 @@ class Probe:
 
 
 PROBES: dict[tuple[Resource, Action], Probe] = {}
+PARITY: dict[tuple[Resource, Action], list[Probe]] = {}  # the same action through other API surfaces
 TARGETS: dict[Resource, TargetFn] = {}
 WORLD_SETUPS: list[SetupFn] = []
 
@@ -161,6 +166,17 @@ def absent(resource: Resource, action: Action, method: str, path: str, *, reason
     key = (resource, action)
     assert key not in PROBES, f"two probes for {key}"
     PROBES[key] = Probe(resource, action, None, absent_request=(method, path), reason=reason)
+
+
+def parity(resource: Resource, action: Action, *, collection: bool = False) -> Callable[[ProbeFn], ProbeFn]:
+    """Register the same action through another API surface (e.g. FHIR next to REST): each case runs it on
+    the same target and asserts it like the main probe (statuses, body, effect, leaks)."""
+
+    def register(fn: ProbeFn) -> ProbeFn:
+        PARITY.setdefault((resource, action), []).append(Probe(resource, action, fn, collection=collection))
+        return fn
+
+    return register
 
 
 def targets(resource: Resource) -> Callable[[TargetFn], TargetFn]:
@@ -212,7 +228,7 @@ def patient_reach(world: World, role: Role | None, resource: Resource, action: A
 def leaks(world: World, caller: Caller, probe_: Probe, response: httpx.Response) -> list[str]:
     """Anything in the body the caller may not see: another organization's people, or a patient outside
     the caller's reach (by MRN, name, birth date or phone, or by id under a `patient_id` key)."""
-    text = response.text
+    text = response_text(response)
     found = [f"org B marker {m!r}" for m in world.b.markers if m in text]
     readable = patient_reach(world, caller.role, Resource.PATIENT, Action.READ) | patient_reach(
         world, caller.role, Resource.PATIENT, Action.SEARCH
@@ -238,6 +254,17 @@ def leaks(world: World, caller: Caller, probe_: Probe, response: httpx.Response)
     return found
 
 
+def response_text(response: httpx.Response) -> str:
+    """The body without echoes of the caller's own query values (a FHIR searchset's `self` link repeats the
+    search it answers): what the caller sent is no disclosure."""
+    text = response.text
+    for _, value in response.request.url.params.multi_items():
+        if len(value) >= 4:
+            for form in {value, quote(value, safe=""), quote_plus(value)}:
+                text = text.replace(form, "")
+    return text
+
+
 def _walk(node: Any) -> Iterable[tuple[str, Any]]:
     if isinstance(node, dict):
         if node.get("outcome") == "denied":
@@ -245,8 +272,13 @@ def _walk(node: Any) -> Iterable[tuple[str, Any]]:
         for key, value in node.items():
             yield key, value
             yield from _walk(value)
-        if "mrn" in node and "id" in node:  # a serialized patient record
+        if "mrn" in node and "id" in node and "patient_id" not in node:  # a serialized patient record
             yield "patient_id", node["id"]
+        if node.get("resourceType") == "Patient" and str(node.get("id", "")).isdigit():  # FHIR Patient
+            yield "patient_id", int(node["id"])
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/") and ref[8:].isdigit():  # FHIR reference
+            yield "patient_id", int(ref[8:])
     elif isinstance(node, list):
         for item in node:
             yield from _walk(item)

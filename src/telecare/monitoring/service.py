@@ -746,6 +746,9 @@ async def set_override(
 async def get_alert(session: AsyncSession, principal: Principal, *, alert_id: int, action: Action) -> Alert:
     alert = await session.get(Alert, alert_id)
     if alert is None or alert.org_id != principal.org_id:
+        # A role without the grant hears 403 whatever the id (as for the alerts of its own organization),
+        # so that 404 versus 403 does not tell it which ids belong to its organization.
+        access.reach_for(principal, Resource.RPM_ALERT, action)
         raise NotFound("No such alert.")
     await access.open_patient(
         session, principal, alert.patient_id, resource=Resource.RPM_ALERT, action=action, resource_id=alert_id
