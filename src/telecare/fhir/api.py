@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from telecare import __version__
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import CurrentPrincipal, DbSession, public
+from telecare.core.auth import CurrentPrincipal, DbSession, Principal, public
 from telecare.core.errors import FieldError, NotFound, ValidationFailed
 from telecare.core.params import PathId
 from telecare.core.time import utc_now
@@ -133,6 +133,17 @@ async def create_observation(request: Request, session: DbSession, caller: Inges
     draft = parse_observation(0, "", await _fhir_body(request))
     if isinstance(draft, list):
         raise ValidationFailed("The Observation is not valid.", errors=draft)
+    if isinstance(caller, Principal) and draft.patient_id is not None and draft.device_serial is None:
+        # A user naming the subject: authorised like the REST manual door (404 outside reach, 403 without
+        # the grant, the denial audited), not a 422 "patient not found" that the REST API would answer 404.
+        await access.open_patient(
+            session,
+            caller,
+            draft.patient_id,
+            resource=Resource.OBSERVATION,
+            action=Action.CREATE,
+            audit_access=False,
+        )
     result = await service.resolve_and_store(
         session, caller, [draft], [], source=ReadingSource.FHIR, device_field="device.identifier.value"
     )
@@ -328,6 +339,7 @@ async def read_observation(reading_id: PathId, session: DbSession, principal: Cu
     """Read an Observation (audited)."""
     reading = await session.get(Reading, reading_id)
     if reading is None or reading.org_id != principal.org_id:
+        access.reach_for(principal, Resource.OBSERVATION, Action.READ)  # no grant: 403 for any id
         raise NotFound("No such Observation.")
     await access.open_patient(
         session,
