@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench migrate install clean
+.PHONY: run test test-fast check bench migrate install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,10 +29,15 @@ run: $(STAMP) .env
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# A newcomer's loop: SQLite only, browser and slow tests deselected, two workers (a few minutes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -k "not postgresql" -m "not browser and not slow" $(PYTEST_ARGS)
+
 check: $(STAMP)
 	$(BIN)/ruff check src tests bench migrations
 	$(BIN)/ruff format --check src tests bench migrations
 	$(BIN)/mypy
+	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
 
 bench: $(STAMP) .env
 	$(BIN)/python bench/http.py

@@ -29,7 +29,7 @@ from telecare.config import Mode, Settings
 from telecare.core import migrate
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
-from telecare.models import import_all_models
+from telecare.domains import install as install_domains
 from telecare.scheduling import service
 from telecare.scheduling.models import Modality
 from telecare.scheduling.service import SlotUnavailable
@@ -49,7 +49,7 @@ def _url(args: argparse.Namespace, tmp: str) -> tuple[str, object | None]:
 async def run(url: str, patients: int, slots: int) -> None:
     settings = Settings(mode=Mode.TEST, database_url=url, _env_file=None)  # type: ignore[call-arg]
     migrate.upgrade(settings.database_url)
-    import_all_models()
+    install_domains()
     db = Database(settings)
     clinic = await make_clinic(db)
     pids = []

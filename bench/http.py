@@ -39,13 +39,14 @@ import pyotp  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from telecare.audit import service as audit  # noqa: E402
+from telecare.auth import sessions  # noqa: E402
 from telecare.config import Mode, Settings  # noqa: E402
 from telecare.core import migrate  # noqa: E402
 from telecare.core.db import Database  # noqa: E402
 from telecare.core.time import utc_now  # noqa: E402
-from telecare.identity import demo, service, sessions  # noqa: E402
+from telecare.domains import install as install_domains  # noqa: E402
+from telecare.identity import demo, service  # noqa: E402
 from telecare.identity.models import CareTeamMember, Organization, Practitioner, Role, User  # noqa: E402
-from telecare.models import import_all_models  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -82,7 +83,7 @@ def throwaway_pgserver() -> Iterator[str]:
 async def prepare(settings: Settings, logins: int) -> tuple[list[tuple[str, str, str]], str, int]:
     """Demo data, `logins` enrolled staff users (email, password, TOTP secret), a clinician token and one of
     that clinician's patients."""
-    import_all_models()
+    install_domains()
     db = Database(settings)
     password = "bench password " + secrets.token_hex(4)
     users: list[tuple[str, str, str]] = []

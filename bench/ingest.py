@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from telecare.config import Mode, Settings  # noqa: E402
 from telecare.core import migrate  # noqa: E402
 from telecare.core.db import Database  # noqa: E402
+from telecare.domains import install as install_domains  # noqa: E402
 from telecare.identity.models import Role  # noqa: E402
-from telecare.models import import_all_models  # noqa: E402
 
 
 def free_port() -> int:
@@ -296,7 +296,7 @@ def pg_ceiling(url: str, org: int, patients: list[int], n: int, batch: int = 10_
 
 async def run_backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     migrate.upgrade(url)
-    import_all_models()
+    install_domains()
     db = Database(settings_for(url, tmp))
     ctx = await setup(db, args.patients)
     await db.dispose()

@@ -35,14 +35,14 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from telecare.auth import sessions
 from telecare.config import Mode, Settings
 from telecare.core import migrate
 from telecare.core.db import Database
 from telecare.core.time import utc_now
+from telecare.domains import install as install_domains
 from telecare.identity import service as identity
-from telecare.identity import sessions
 from telecare.identity.models import Organization, Patient, Practitioner, Role, Sex
-from telecare.models import import_all_models
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality, PatientKind, VisitType
 from telecare.visits.models import ParticipantRole, VisitParticipant
 
@@ -84,7 +84,7 @@ class VisitSeed:
 
 async def seed(settings: Settings, count: int) -> list[VisitSeed]:
     """`count` visits in progress, each with its own patient and clinician and a web session for both."""
-    import_all_models()
+    install_domains()
     db = Database(settings)
     out: list[VisitSeed] = []
     try:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from telecare.core.db import Base
-from telecare.models import import_all_models
+from telecare.domains import import_all_models
 
 import_all_models()
 config = context.config

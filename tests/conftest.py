@@ -143,9 +143,9 @@ def _real_clock() -> Iterator[None]:
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
-    from telecare.models import import_all_models
+    from telecare.domains import install as install_domains
 
-    import_all_models()
+    install_domains()
     database = Database(settings)
     try:
         yield database

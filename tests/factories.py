@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 
 from telecare.audit import service as audit
+from telecare.auth import sessions
 from telecare.core.db import Database
 from telecare.core.time import utc_now
-from telecare.identity import service, sessions
+from telecare.identity import service
 from telecare.identity.models import (
     CareTeamMember,
     Compact,

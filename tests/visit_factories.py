@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 
 import httpx
 
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role

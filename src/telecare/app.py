@@ -9,29 +9,26 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from telecare import __version__
+from telecare import __version__, domains
+from telecare.auth.dependencies import has_credentials, public
 from telecare.config import Settings, get_settings
-from telecare.core.auth import public
 from telecare.core.db import Database
 from telecare.core.errors import install_error_handlers
 from telecare.core.events import EventBus
 from telecare.core.logs import configure_logging
 from telecare.core.middleware import BodyLimit, SecurityHeaders
-from telecare.models import import_all_models
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
-    import_all_models()
+    domains.install()
     db = Database(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.events.start()
-        from telecare.models import background_jobs
-
-        jobs = [asyncio.create_task(job(app)) for job in background_jobs()]
+        jobs = [asyncio.create_task(job(app)) for job in domains.background_jobs()]
         try:
             yield
         finally:
@@ -52,15 +49,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.events = EventBus(db)
+    db.events = EventBus(db)
+    db.group_commit = True  # a long-running server coalesces concurrent device uploads (monitoring)
+    app.state.events = db.events
+    app.state.has_credentials = has_credentials
     install_error_handlers(app)
 
-    from telecare.models import routers
     from telecare.web import mount_web
 
-    for router in routers():
-        app.include_router(router)
     mount_web(app)
+    for router in domains.routers():
+        app.include_router(router)
 
     @app.get("/healthz", dependencies=[_public()], tags=["meta"])
     async def healthz() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.config import Settings
 from telecare.core.db import Database
-from telecare.models import import_all_models
+from telecare.domains import install as install_domains
 
 app = typer.Typer(
     help="Telecare virtual-care platform.",
@@ -41,11 +41,10 @@ app.add_typer(demo_app, name="demo")
 
 
 def _add_domain_commands() -> None:
-    from telecare.monitoring.cli import devices_app, monitoring_app, nightscout_app
+    from telecare.domains import cli_groups
 
-    app.add_typer(devices_app, name="devices")
-    app.add_typer(nightscout_app, name="nightscout")
-    app.add_typer(monitoring_app, name="monitoring")
+    for name, group in cli_groups():
+        app.add_typer(group, name=name)
 
 
 _add_domain_commands()
@@ -60,7 +59,7 @@ def fail(message: str, code: int = 1) -> None:
 
 def run_in_uow(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     """Open one unit of work on the configured database and run `fn` in it."""
-    import_all_models()
+    install_domains()
     settings = Settings()
 
     async def main() -> T:
@@ -178,7 +177,8 @@ def users_create(
     ] = False,
 ) -> None:
     """Create a user. Staff get a TOTP secret to enrol (printed once)."""
-    from telecare.identity import service, sessions
+    from telecare.auth import sessions
+    from telecare.identity import service
     from telecare.identity.models import Role
 
     try:
@@ -209,7 +209,7 @@ def users_create(
         fail(exc.detail)
     typer.echo(f"user {user_id} created ({role_value})")
     if secret:
-        from telecare.identity.sessions import provisioning_uri
+        from telecare.auth.sessions import provisioning_uri
 
         typer.echo(
             "Two-factor enrolment: sign in, then scan the QR code, or add this key to an authenticator:"
@@ -223,7 +223,7 @@ def users_disable(email: Annotated[str, typer.Option()]) -> None:
     """Disable a user and revoke all their sessions and tokens at once."""
     from telecare.audit import service as audit
     from telecare.audit.models import AuditAction, Purpose
-    from telecare.identity import sessions
+    from telecare.auth import sessions
     from telecare.identity.models import User
 
     async def go(session: AsyncSession, settings: Settings) -> None:
@@ -418,7 +418,7 @@ def demo(
 @demo_app.command("totp")
 def demo_totp(email: Annotated[str, typer.Argument()]) -> None:
     """Print the current TOTP code of a demo staff user (refuses users outside the demo organization)."""
-    from telecare.identity import sessions
+    from telecare.auth import sessions
     from telecare.identity.models import Organization, User
 
     async def go(session: AsyncSession, settings: Settings) -> str | None:
@@ -448,7 +448,7 @@ def visits_tick(
     """Clock-driven visit jobs: send due appointment reminders, mark no-shows after the grace period."""
     from telecare.scheduling import tasks
 
-    import_all_models()
+    install_domains()
     settings = Settings()
 
     async def main() -> None:

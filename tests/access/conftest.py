@@ -56,9 +56,9 @@ async def module_client(module_app: Any) -> AsyncIterator[httpx.AsyncClient]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def module_db(module_settings: Settings) -> AsyncIterator[Any]:
     from telecare.core.db import Database
-    from telecare.models import import_all_models
+    from telecare.domains import install as install_domains
 
-    import_all_models()
+    install_domains()
     database = Database(module_settings)
     try:
         yield database

@@ -35,7 +35,7 @@ from sqlalchemy import select
 
 from telecare.access.models import BreakGlassGrant
 from telecare.access.policy import PATIENT_COMPARTMENT, Action, Reach, Resource, allowed_reach
-from telecare.core.auth import CSRF_HEADER, SESSION_COOKIE
+from telecare.auth.dependencies import CSRF_HEADER, SESSION_COOKIE
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Role
@@ -409,8 +409,8 @@ async def build_world(db: Database, client: httpx.AsyncClient) -> World:
 async def _web_session(db: Database, account: Account) -> dict[str, str]:
     """A signed-in browser session (TOTP completed for staff; the sign-in pages are tested in
     tests/identity): the cookie, and the CSRF header unsafe methods need."""
+    from telecare.auth.sessions import create_web_session
     from telecare.identity.models import User
-    from telecare.identity.sessions import create_web_session
 
     async with db.unit_of_work() as s:
         user = await s.get(User, account.user_id)

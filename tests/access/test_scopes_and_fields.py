@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from telecare.access.policy import POLICY, Action, Resource, allowed_reach, role_covers
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.identity.models import Role
 from tests.access.matrix_kit import CLINICAL, PROBES, World, caller_for, leaks
 from tests.factories import bearer, token_for

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from telecare.audit import service as audit
 from telecare.audit.models import AuditEntry
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity import service

@@ -281,9 +281,9 @@ MUTATION = st.one_of(
 def chain(settings: Settings) -> Iterator[tuple[asyncio.Runner, Database]]:
     """A committed chain of CHAIN_LENGTH entries with the triggers dropped; examples mutate it inside a
     transaction that is rolled back, so every example starts from the same intact chain."""
-    from telecare.models import import_all_models
+    from telecare.domains import install as install_domains
 
-    import_all_models()
+    install_domains()
     with asyncio.Runner() as runner:
         db = Database(settings)
 

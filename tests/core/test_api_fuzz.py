@@ -71,9 +71,9 @@ async def _populate(settings: Settings) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fuzz_world(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzWorld]:
     from telecare.app import create_app
-    from telecare.models import import_all_models
+    from telecare.domains import install as install_domains
 
-    import_all_models()
+    install_domains()
     path = tmp_path_factory.mktemp("fuzz") / "telecare.db"
     shutil.copyfile(sqlite_template, path)
     settings = Settings(

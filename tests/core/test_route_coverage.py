@@ -17,8 +17,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount, Router
 
+from telecare.auth.dependencies import Authenticated, CurrentPrincipal, public
 from telecare.config import Mode, Settings
-from telecare.core.auth import Authenticated, CurrentPrincipal, public
 
 # (method, path) pairs served without authentication, on purpose. "*" covers every method of a mount.
 PUBLIC_ROUTES = {

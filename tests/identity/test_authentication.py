@@ -18,11 +18,12 @@ from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from telecare.audit import service as audit
+from telecare.auth import sessions
 from telecare.config import Settings
 from telecare.core.crypto import DecryptionError
 from telecare.core.db import Database
 from telecare.core.time import advance_clock, freeze_clock, utc_now
-from telecare.identity import service, sessions
+from telecare.identity import service
 from telecare.identity.models import ApiToken, Role, User, WebSession
 from tests.factories import (
     PASSWORD,

@@ -48,9 +48,9 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 
 @pytest.fixture
 async def mail_db(settings: Settings, smtp: tuple[Inbox, int]) -> AsyncIterator[Database]:
-    from telecare.models import import_all_models
+    from telecare.domains import install as install_domains
 
-    import_all_models()
+    install_domains()
     database = Database(settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp[1]}))
     try:
         yield database

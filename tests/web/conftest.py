@@ -21,9 +21,9 @@ from typing import Any
 import pyotp
 import pytest
 
+from telecare.auth.sessions import TOTP_INTERVAL
 from telecare.config import Mode, Settings
 from telecare.identity.demo import DEMO_DOMAIN, demo_password, demo_totp_secret
-from telecare.identity.sessions import TOTP_INTERVAL
 from tests.conftest import _pg_exec, _pg_url, skip_or_fail
 from tests.subprocesses import Server, run_cli, running_server
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from telecare.access import flows
 from telecare.access.models import BreakGlassGrant
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.identity.schemas import BreakGlassRead, BreakGlassRequest
 
 router = APIRouter(prefix="/api/v1", tags=["access"])

@@ -17,11 +17,11 @@ from telecare.access.service import (
 )
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, Purpose
-from telecare.core.auth import Principal
-from telecare.core.db import Database
+from telecare.auth.principal import Principal
+from telecare.auth.sessions import passwords
+from telecare.core.db import as_uow
 from telecare.core.time import utc_now
 from telecare.identity.models import Organization, Patient, User
-from telecare.identity.sessions import passwords
 from telecare.notifications.service import notify
 
 MIN_REASON_CHARS = 10
@@ -34,7 +34,7 @@ async def break_the_glass(
     password; audited with purpose ETREAT; the organization's privacy contact is notified."""
     reach_for(principal, Resource.BREAK_GLASS, Action.CREATE)
     reason = reason.strip()
-    db: Database = session.info["db"]
+    db = as_uow(session).db
     user = await session.get(User, principal.user_id)
     assert user is not None
     if len(reason) < MIN_REASON_CHARS or not passwords(db.settings).verify(user.password_hash, password):

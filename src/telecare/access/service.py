@@ -18,8 +18,9 @@ from telecare.access.models import BreakGlassGrant
 from telecare.access.policy import SCOPE_LETTER, Action, Reach, Resource, allowed_reach
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditOutcome, Purpose
-from telecare.core.auth import Principal, defer_independent_write
-from telecare.core.db import Database
+from telecare.auth.dependencies import defer_independent_write
+from telecare.auth.principal import Principal
+from telecare.core.db import as_uow
 from telecare.core.errors import AppError, Forbidden, NotFound
 from telecare.core.time import utc_now
 from telecare.identity.models import CareTeamMember, Patient, Practitioner
@@ -42,8 +43,7 @@ class PatientNotAccessible(NotFound):
 
 
 def audit_key(session: AsyncSession) -> bytes:
-    db: Database = session.info["db"]
-    return db.settings.secret("audit_hmac_key").encode()
+    return as_uow(session).audit_key
 
 
 def reach_for(principal: Principal, resource: Resource, action: Action) -> Reach:
@@ -256,5 +256,5 @@ class BreakGlassRefused(Forbidden):
 
 
 def break_glass_duration(session: AsyncSession) -> timedelta:
-    db: Database = session.info["db"]
-    return timedelta(minutes=min(db.settings.break_glass_minutes, 60))  # goal 6: never beyond 60 minutes
+    minutes = as_uow(session).settings.break_glass_minutes
+    return timedelta(minutes=min(minutes, 60))  # goal 6: never beyond 60 minutes

@@ -12,7 +12,7 @@ from telecare.access import service as access
 from telecare.access.policy import Action, Reach, Resource
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditEntry, Purpose
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.params import MAX_ID
 from telecare.identity.models import Patient
 from telecare.identity.schemas import AuditEventRead

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.billing import service
 from telecare.billing.models import BillingLine, BillingLineStatus
-from telecare.core.auth import CurrentPrincipal, DbSession
 from telecare.core.params import PathId
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.policy import Action, Resource
 from telecare.access.service import patient_scope, record_access, record_search
+from telecare.auth.principal import Principal
 from telecare.billing.models import BillingAdjustment, BillingLine, BillingLineStatus
 from telecare.billing.rules import (
     EM_ESTABLISHED_PATIENT,
@@ -22,7 +23,6 @@ from telecare.billing.rules import (
     EncounterFacts,
     derive,
 )
-from telecare.core.auth import Principal
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Role

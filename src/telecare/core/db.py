@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
@@ -22,6 +22,9 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from telecare.config import Settings
+
+if TYPE_CHECKING:
+    from telecare.core.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,77 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+AfterRollback = Callable[["UnitOfWork"], Awaitable[None]]
+C = TypeVar("C")
+
+
+class UnitOfWork(AsyncSession):
+    """One transaction and everything it owns: the SQLAlchemy session (this object), the settings, the
+    audit key, the event bus, the callbacks to run after commit and the independent writes to run after it
+    ends (audit entries of denied accesses, which must persist although the request rolls back).
+
+    Opened only by `Database.unit_of_work()` (one per request, job, socket step or CLI command); services
+    receive it as their first argument and never commit. It subclasses `AsyncSession` rather than wrapping
+    one so every query keeps SQLAlchemy's typing; nothing else is looked up through `session.info`."""
+
+    db: Database
+    _after_commit: list[AfterCommit]
+    _after_rollback: list[AfterRollback]
+
+    @property
+    def settings(self) -> Settings:
+        return self.db.settings
+
+    @property
+    def audit_key(self) -> bytes:
+        """The HMAC key of the audit chain (from settings, never from the database)."""
+        return self.db.audit_key
+
+    @property
+    def events(self) -> EventBus | None:
+        """The process's event bus (None in a process without one, e.g. a CLI command)."""
+        return self.db.events
+
+    @property
+    def dialect_name(self) -> str:
+        return "sqlite" if self.db.is_sqlite else "postgresql"
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run `callback` once this unit of work has committed (never after a rollback)."""
+        self._after_commit.append(callback)
+
+    def after_rollback(self, job: AfterRollback) -> None:
+        """Run `job` in a fresh unit of work once this one has ended, committed or not (denied-access audit
+        entries: they must persist even though the request's own transaction rolls back)."""
+        self._after_rollback.append(job)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        """Emit an event once this unit of work has committed; a no-op in a process without a bus."""
+        bus = self.events
+        if bus is None:
+            return
+
+        async def deliver() -> None:
+            await bus.emit(topic, payload)
+
+        self.after_commit(deliver)
+
+    def component(self, key: type[C], factory: Callable[[], C]) -> C:
+        """A per-process component shared by every unit of work of this database (e.g. the device-upload
+        coalescer), created on first use."""
+        return self.db.component(key, factory)
+
+
+def as_uow(session: AsyncSession) -> UnitOfWork:
+    """The unit of work behind a session typed as `AsyncSession` (every session Telecare opens is one)."""
+    if not isinstance(session, UnitOfWork):
+        raise TypeError("not a Telecare unit of work: open sessions with Database.unit_of_work()")
+    return session
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run `callback` once the surrounding unit of work has committed (never after a rollback)."""
-    session.info.setdefault("after_commit", []).append(callback)
+    as_uow(session).after_commit(callback)
 
 
 class Database:
@@ -73,6 +142,11 @@ class Database:
         self.settings = settings
         self.url = settings.database_url
         self.is_sqlite = self.url.startswith("sqlite")
+        self.audit_key = settings.secret("audit_hmac_key").encode()
+        self.events: EventBus | None = None
+        # Group commit of device uploads is for long-running servers; a CLI command stores directly.
+        self.group_commit = False
+        self._components: dict[type[Any], Any] = {}
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             path = self.url.split(":///", 1)[1]
@@ -84,27 +158,66 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, class_=UnitOfWork, expire_on_commit=False, autoflush=False
+        )
+
+    def component(self, key: type[C], factory: Callable[[], C]) -> C:
+        found = self._components.get(key)
+        if found is None:
+            found = self._components[key] = factory()
+        return cast(C, found)
+
+    def components(self) -> list[Any]:
+        return list(self._components.values())
 
     @contextlib.asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
-        """One transaction: commit on success, roll back on error, then run after-commit callbacks."""
-        async with self.sessionmaker() as session:
-            session.info["db"] = self
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
-            callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
-            for callback in callbacks:
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """One transaction: commit on success, roll back on error, then run after-commit callbacks; in
+        either case then run the queued independent writes, each batch in a fresh unit of work."""
+        pending: list[AfterRollback] = []
+        try:
+            async with self.sessionmaker() as uow:
+                uow.db = self
+                uow._after_commit = []
+                uow._after_rollback = pending
                 try:
-                    await callback()
-                except Exception:
-                    log.exception("after-commit callback failed")
+                    yield uow
+                    await uow.commit()
+                except BaseException:
+                    await uow.rollback()
+                    raise
+                callbacks, uow._after_commit = uow._after_commit, []
+                for callback in callbacks:
+                    try:
+                        await callback()
+                    except Exception:
+                        log.exception("after-commit callback failed")
+        except Exception:
+            if pending:
+                with contextlib.suppress(Exception):  # logged there; the original error wins
+                    await self._run_independent(pending)
+            raise
+        if pending:
+            await self._run_independent(pending)
+
+    async def _run_independent(self, jobs: list[AfterRollback]) -> None:
+        batch = list(jobs)
+        jobs.clear()
+        try:
+            async with self.unit_of_work() as uow:
+                for job in batch:
+                    await job(uow)
+        except Exception:
+            log.exception("independent write after the unit of work failed")
+            raise
 
     async def dispose(self) -> None:
+        for component in self.components():
+            stop = getattr(component, "stop", None)
+            if stop is not None:
+                with contextlib.suppress(Exception):
+                    await stop()
         await self.engine.dispose()
 
 

@@ -215,9 +215,9 @@ def _unauthenticated_on_protected_route(request: Request) -> Response | None:
     without any credentials would get 400/422 (telling an anonymous caller about the contract) instead of
     401. Authenticate first: when the matched route declares a non-public auth dependency and the request
     carries neither a bearer token nor a session cookie, answer 401."""
-    from telecare.core.auth import SESSION_COOKIE, public
-
-    if request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE):
+    # The auth domain tells which requests carry credentials (core knows no cookie names): see create_app.
+    has_credentials = getattr(request.app.state, "has_credentials", None)
+    if has_credentials is None or has_credentials(request):
         return None
     stack = [getattr(request.scope.get("route"), "dependant", None)]
     while stack:
@@ -225,7 +225,11 @@ def _unauthenticated_on_protected_route(request: Request) -> Response | None:
         if node is None:
             continue
         call = node.call
-        if call is not None and call is not public and getattr(call, "__telecare_auth__", False):
+        if (
+            call is not None
+            and getattr(call, "__telecare_auth__", False)
+            and not getattr(call, "__telecare_public__", False)
+        ):
             exc = NotAuthenticated(headers={"WWW-Authenticate": "Bearer"})
             return render_error(
                 request, exc.status_code, exc.code, exc.title, exc.detail, headers=exc.headers

@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from telecare import __version__
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import CurrentPrincipal, DbSession, Principal, public
+from telecare.auth.dependencies import CurrentPrincipal, DbSession, public
+from telecare.auth.principal import Principal
 from telecare.core.errors import FieldError, NotFound, ValidationFailed
 from telecare.core.params import PathId
 from telecare.core.time import utc_now

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from telecare.access.policy import Action
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.params import PathId
 from telecare.identity import service
 from telecare.identity.models import User

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, Purpose
+from telecare.auth import sessions
 from telecare.config import Settings
 from telecare.core.time import utc_now
-from telecare.identity import sessions
 from telecare.identity.models import (
     CareTeamMember,
     Compact,

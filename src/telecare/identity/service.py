@@ -16,11 +16,11 @@ from telecare.access import service as access
 from telecare.access.policy import Action, Reach, Resource
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditOutcome, Purpose
-from telecare.core.auth import Principal
-from telecare.core.db import Database
+from telecare.auth import sessions
+from telecare.auth.principal import Principal
+from telecare.core.db import Database, as_uow
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity import sessions
 from telecare.identity.models import (
     ApiToken,
     CareTeamMember,
@@ -48,8 +48,7 @@ class MrnTaken(Conflict):
 
 
 def _db(session: AsyncSession) -> Database:
-    db: Database = session.info["db"]
-    return db
+    return as_uow(session).db
 
 
 # ---- users ------------------------------------------------------------------------------------------------

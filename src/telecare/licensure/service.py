@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.policy import Action, Resource
 from telecare.access.service import reach_for
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.errors import Conflict
 from telecare.identity.models import CompactPrivilege, License, Practitioner, User
 from telecare.licensure.compact_members import COMPACTS

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from telecare.core.db import after_commit
+from telecare.core.db import after_commit, as_uow
 from telecare.core.time import utc_now
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.models import (
@@ -48,12 +48,7 @@ ALERT_TOPIC = "rpm.alert"
 
 
 def event_bus(session: AsyncSession) -> EventBus | None:
-    request = session.info.get("request")
-    if request is not None:
-        bus: EventBus = request.app.state.events
-        return bus
-    found: EventBus | None = session.info.get("events")
-    return found
+    return as_uow(session).events
 
 
 def publish_alert(session: AsyncSession, alert: Alert, change: str) -> None:

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.errors import FieldError, ValidationFailed
 from telecare.core.params import BoundedId, PathId
 from telecare.monitoring import billing, cgm, repository, service

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.time import utc_now
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.models import Reading

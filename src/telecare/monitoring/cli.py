@@ -96,10 +96,10 @@ def run_tasks() -> None:
     import asyncio
 
     from telecare.core.db import Database
-    from telecare.models import import_all_models
+    from telecare.domains import install as install_domains
     from telecare.monitoring import tasks
 
-    import_all_models()
+    install_domains()
 
     async def main() -> tasks.TaskReport:
         db = Database(Settings())

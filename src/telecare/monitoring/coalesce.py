@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +23,9 @@ from telecare.monitoring.models import ReadingSource
 
 log = logging.getLogger(__name__)
 MAX_READINGS_PER_COMMIT = 20_000
+# The pipeline the coalescer runs for a group (monitoring.service.resolve_and_store, passed in so that this
+# module does not import the service back).
+Store = Callable[..., Awaitable[StoreResult]]
 
 
 @dataclass
@@ -37,9 +41,9 @@ class _Job:
 
 
 class Coalescer:
-    def __init__(self, db: Database, events: Any) -> None:
+    def __init__(self, db: Database, store: Store) -> None:
         self.db = db
-        self.events = events
+        self.store = store
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
@@ -70,7 +74,6 @@ class Coalescer:
             results: dict[int, StoreResult | BaseException] = {}
             try:
                 async with self.db.unit_of_work() as session:
-                    session.info["events"] = self.events
                     groups: dict[tuple[Any, ...], list[int]] = {}
                     for n, j in enumerate(jobs):
                         key = (j.caller.key_id, j.source, tuple(sorted(j.kwargs.items())))
@@ -102,8 +105,7 @@ class Coalescer:
     ) -> None:
         """One pipeline call for all requests of one credential (their drafts renumbered, the outcomes split
         back); if it fails, each request is retried alone in its own savepoint."""
-        from telecare.monitoring.service import resolve_and_store
-
+        resolve_and_store = self.store
         owner: dict[int, tuple[int, int]] = {}  # combined index -> (job position, original index)
         combined: list[Any] = []
         for pos, j in enumerate(jobs):
@@ -143,11 +145,3 @@ class Coalescer:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
-
-
-def coalescer_for(app: Any) -> Coalescer:
-    found: Coalescer | None = getattr(app.state, "rpm_coalescer", None)
-    if found is None:
-        found = Coalescer(app.state.db, app.state.events)
-        app.state.rpm_coalescer = found
-    return found

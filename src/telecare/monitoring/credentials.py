@@ -17,8 +17,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit.service import Actor
+from telecare.auth.dependencies import Authenticated, DbSession, auth_dependency, client_addr
+from telecare.auth.principal import Principal
 from telecare.config import Settings
-from telecare.core.auth import Authenticated, DbSession, Principal, auth_dependency, client_addr
 from telecare.core.crypto import token_digest
 from telecare.core.errors import NotAuthenticated, TooManyRequests
 from telecare.core.time import utc_now

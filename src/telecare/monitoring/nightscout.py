@@ -21,7 +21,7 @@ from telecare.access import service as access
 from telecare.access.policy import Resource
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction
-from telecare.core.auth import DbSession
+from telecare.auth.dependencies import DbSession
 from telecare.core.errors import FieldError, ValidationFailed
 from telecare.monitoring.api import batch_response, json_body
 from telecare.monitoring.codes import Kind

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
+from telecare.core.db import as_uow
 from telecare.core.time import utc_now
 from telecare.identity.models import Patient
 from telecare.monitoring import alerts as engine
@@ -113,7 +114,7 @@ async def worklist(
                 progs,
             )
         )
-    db_settings = session.info["db"].settings
+    db_settings = as_uow(session).settings
     days = missing_days or db_settings.rpm_missing_data_days
     cutoff = utc_now() - timedelta(days=days)
     enrolled = [pid for pid, progs in programs.items() if not program or program in progs]

@@ -16,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
 from telecare.audit.models import AuditAction
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.crypto import new_token, token_digest
+from telecare.core.db import UnitOfWork, as_uow
 from telecare.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Patient, Practitioner, Role, User
 from telecare.monitoring import alerts as alert_engine
+from telecare.monitoring.coalesce import Coalescer
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.credentials import (
     DeviceCaller,
@@ -92,7 +94,12 @@ _native = TypeAdapter(NativeReading)
 
 
 def _settings(session: AsyncSession) -> Any:
-    return session.info["db"].settings
+    return as_uow(session).settings
+
+
+def coalescer(uow: UnitOfWork) -> Coalescer:
+    """The process's group committer for device uploads (see monitoring/coalesce.py)."""
+    return uow.component(Coalescer, lambda: Coalescer(uow.db, store=resolve_and_store))
 
 
 def _audit_key(session: AsyncSession) -> bytes:
@@ -297,11 +304,9 @@ async def ingest_native(session: AsyncSession, caller: Principal | DeviceCaller,
             f"At most {limit} readings per request.", errors=[FieldError("body", f"at most {limit} items")]
         )
     drafts, rejected = parse_native(items)
-    if isinstance(caller, DeviceCaller) and "request" in session.info:
-        from telecare.monitoring.coalesce import coalescer_for
-
-        coalescer = coalescer_for(session.info["request"].app)
-        return await coalescer.submit(caller, drafts, rejected, source=ReadingSource.NATIVE)
+    uow = as_uow(session)
+    if isinstance(caller, DeviceCaller) and uow.db.group_commit:
+        return await coalescer(uow).submit(caller, drafts, rejected, source=ReadingSource.NATIVE)
     return await resolve_and_store(session, caller, drafts, rejected, source=ReadingSource.NATIVE)
 
 
@@ -891,12 +896,3 @@ async def export_monitoring(session: AsyncSession, principal: Principal, patient
             for a in alerts
         ],
     }
-
-
-def _register() -> None:
-    from telecare.identity.service import register_exporter
-
-    register_exporter("remote_monitoring", export_monitoring)
-
-
-_register()

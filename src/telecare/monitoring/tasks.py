@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, Purpose
-from telecare.core.db import Database
+from telecare.core.db import Database, as_uow
 from telecare.core.time import utc_now
 from telecare.identity.models import CareTeamMember, Practitioner, Role, User
 from telecare.monitoring import alerts as engine
@@ -62,7 +62,7 @@ async def patient_physician(session: AsyncSession, patient_id: int) -> User | No
 
 async def escalate_overdue(session: AsyncSession) -> int:
     """Escalate each open alert past its deadline to the patient's physician, once, and notify them."""
-    key = session.info["db"].settings.secret("audit_hmac_key").encode()
+    key = as_uow(session).audit_key
     now = utc_now()
     overdue = (
         (await session.execute(select(Alert).where(engine.overdue_filter(now)).order_by(Alert.id)))
@@ -104,7 +104,7 @@ async def escalate_overdue(session: AsyncSession) -> int:
 
 async def open_missing_data(session: AsyncSession) -> int:
     """Open a missing-data alert for enrolled patients without readings for the rule's N days."""
-    default_days = session.info["db"].settings.rpm_missing_data_days
+    default_days = as_uow(session).settings.rpm_missing_data_days
     now = utc_now()
     enrolled = (
         await session.execute(
@@ -145,11 +145,9 @@ async def open_missing_data(session: AsyncSession) -> int:
     return opened
 
 
-async def run_due(db: Database, events: Any = None) -> TaskReport:
+async def run_due(db: Database) -> TaskReport:
     """One sweep in one unit of work."""
     async with db.unit_of_work() as session:
-        if events is not None:
-            session.info["events"] = events
         report = TaskReport()
         report.escalated = await escalate_overdue(session)
         report.missing_opened = await open_missing_data(session)
@@ -158,8 +156,6 @@ async def run_due(db: Database, events: Any = None) -> TaskReport:
 
 async def background_loop(app: Any) -> None:
     """Started by the app lifespan; one sweep every `rpm_background_interval_seconds` (0 disables)."""
-    from telecare.monitoring.coalesce import coalescer_for
-
     interval = app.state.settings.rpm_background_interval_seconds
     try:
         if interval <= 0:
@@ -167,10 +163,14 @@ async def background_loop(app: Any) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                await run_due(app.state.db, app.state.events)
+                await run_due(app.state.db)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("monitoring sweep failed")
     finally:
-        await coalescer_for(app).stop()
+        # Stop the ingest coalescer before the database goes (Database.dispose stops it too).
+        for component in app.state.db.components():
+            stop = getattr(component, "stop", None)
+            if stop is not None:
+                await stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from telecare.core.db import Database, after_commit
+from telecare.core.db import after_commit, as_uow
 from telecare.core.time import utc_now
 from telecare.notifications import mailer
 from telecare.notifications.models import Notification
@@ -36,7 +36,7 @@ async def notify(
     session.add(note)
     await session.flush()
     if recipient_email:
-        db: Database = session.info["db"]
+        db = as_uow(session).db
         note_id = note.id
         text = body + (f"\n\n{db.settings.base_url}{link}" if link else "")
         mail = mailer.Mail(to=recipient_email, subject=subject, text=text, attachments=attachments or [])

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.params import PathId, QueryId
 from telecare.core.time import utc_now
 from telecare.licensure import service as licensure

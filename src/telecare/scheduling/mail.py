@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.core.db import as_uow
 from telecare.core.time import utc_now
 from telecare.identity.models import Patient
 from telecare.notifications import mailer
@@ -74,7 +75,7 @@ async def send_visit_mail(
     now: datetime | None = None,
 ) -> None:
     """In-app notification plus email (after commit) with the .ics attachment."""
-    db = session.info["db"]
+    db = as_uow(session).db
     subject, intro = SUBJECTS[kind]
     await notify(
         session,

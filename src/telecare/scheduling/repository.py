@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import Select, select
 
-from telecare.access.service import register_care_relationship
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.identity.models import Practitioner
 from telecare.scheduling.models import Appointment, AppointmentStatus
 
 
-@register_care_relationship
 def visit_patients(principal: Principal) -> Select[int]:
     """A clinician reaches the patients they have a (non-cancelled) visit with."""
     return (

@@ -27,7 +27,8 @@ from telecare.access.service import (
     record_denial,
     record_search,
 )
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
+from telecare.core.db import as_uow
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Organization, Patient, Practitioner, Role, User
@@ -953,8 +954,7 @@ def publish_visit_change(session: AsyncSession, appt: Appointment, change: str, 
     """Topics: `visit.<appointment id>` (both sides of one visit) and `visits.practitioner.<id>` (a
     clinician's queue). Delivered only after commit; a no-op outside a request (CLI, clock tasks without a
     bus)."""
-    request = session.info.get("request")
-    bus = session.info.get("events") or (getattr(request.app.state, "events", None) if request else None)
+    bus = as_uow(session).events
     if bus is None:
         return
     payload = {

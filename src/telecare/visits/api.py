@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.errors import NotFound
 from telecare.core.params import PathId
 from telecare.visits import notes, service

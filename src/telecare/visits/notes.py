@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.policy import Action, Resource
 from telecare.access.service import patient_scope, record_access, record_search
+from telecare.auth.principal import Principal
 from telecare.billing import service as billing
 from telecare.billing.rules import (
     AUDIO_ONLY_QUALIFYING_REASONS,
@@ -20,11 +21,9 @@ from telecare.billing.rules import (
     TimelinePoint,
     connected_minutes,
 )
-from telecare.core.auth import Principal
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role, User
-from telecare.identity.service import register_exporter
 from telecare.scheduling.models import Appointment, AppointmentStatus, PatientKind, VisitType
 from telecare.scheduling.service import load_appointment
 from telecare.visits.models import (
@@ -573,6 +572,3 @@ async def export_visits(session: AsyncSession, principal: Principal, patient_id:
             }
         )
     return out
-
-
-register_exporter("visits", export_visits)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.policy import Action, Resource
 from telecare.access.service import reach_for, record_access
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role, User

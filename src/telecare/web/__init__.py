@@ -15,12 +15,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def mount_web(app: FastAPI) -> None:
-    from telecare.web import admin_pages, auth_pages, pages
-
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(auth_pages.router)
-    app.include_router(pages.router)
-    app.include_router(admin_pages.router)
 
     def error_page(
         request: Request, status: int, title: str, detail: str, errors: list[FieldError]

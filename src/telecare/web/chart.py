@@ -3,15 +3,17 @@
 The shell opens the patient once through the policy layer (audited read) and renders each registered
 section the principal's role may read. A later domain adds its part of the chart without editing the shell:
 
-    from telecare.web.chart import register_chart_section
+    from telecare.web.chart import ChartSection
 
     async def load_vitals(session, principal, patient):
         return {"readings": await monitoring_service.recent(session, principal, patient_id=patient.id)}
 
-    register_chart_section(
-        "vitals", "Vital signs", load_vitals, "monitoring/chart_vitals.html", resource=Resource.OBSERVATION
+    CHART_SECTIONS = (
+        ChartSection("vitals", "Vital signs", load_vitals, "monitoring/chart_vitals.html",
+                     resource=Resource.OBSERVATION, order=50),
     )
 
+and names `CHART_SECTIONS` in its entry of `telecare/domains.py`.
 The loader must read through its domain's service (which authorises and audits); the shell only decides
 whether the section is shown at all, from `POLICY[resource][role][read]` and the token scopes."""
 
@@ -25,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.core.errors import Forbidden
 from telecare.identity import service as identity
 from telecare.identity.models import Patient
@@ -54,20 +56,14 @@ class RenderedSection:
 _sections: dict[str, ChartSection] = {}
 
 
-def register_chart_section(
-    key: str,
-    title: str,
-    loader: SectionLoader,
-    template: str,
-    *,
-    resource: Resource,
-    order: int = 100,
-) -> None:
-    """Add a chart section. `resource` is the policy resource whose read grant decides visibility;
-    `template` receives the loader's mapping as `data` and the patient as `patient`."""
-    if key in _sections and _sections[key].loader is not loader:
-        raise ValueError(f"chart section {key!r} is already registered")
-    _sections[key] = ChartSection(key, title, loader, template, resource, order)
+def register_chart_section(section: ChartSection) -> None:
+    """Add a chart section (called by the domain manifest, `telecare.domains`). `section.resource` is the
+    policy resource whose read grant decides visibility; `section.template` receives the loader's mapping as
+    `data` and the patient as `patient`."""
+    existing = _sections.get(section.key)
+    if existing is not None and existing.loader is not section.loader:
+        raise ValueError(f"chart section {section.key!r} is already registered")
+    _sections[section.key] = section
 
 
 def sections_for(principal: Principal) -> list[ChartSection]:
@@ -104,9 +100,16 @@ async def _care_team(session: AsyncSession, principal: Principal, patient: Patie
     return {"members": await identity.care_team(session, principal, patient_id=patient.id)}
 
 
-register_chart_section(
-    "contact", "Contact and demographics", _contact, "chart/contact.html", resource=Resource.PATIENT, order=10
-)
-register_chart_section(
-    "care-team", "Care team", _care_team, "chart/care_team.html", resource=Resource.CARE_TEAM, order=20
+CHART_SECTIONS = (
+    ChartSection(
+        "contact",
+        "Contact and demographics",
+        _contact,
+        "chart/contact.html",
+        resource=Resource.PATIENT,
+        order=10,
+    ),
+    ChartSection(
+        "care-team", "Care team", _care_team, "chart/care_team.html", resource=Resource.CARE_TEAM, order=20
+    ),
 )

@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
 from telecare.access.policy import Action, Resource, allowed_reach
-from telecare.core.auth import Principal
+from telecare.auth.principal import Principal
 from telecare.identity.models import Role
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -41,20 +41,12 @@ class NavItem:
 _nav_items: list[NavItem] = []
 
 
-def register_nav_item(
-    href: str,
-    label: str,
-    *,
-    resource: Resource,
-    action: Action,
-    roles: frozenset[Role] | None = None,
-    order: int = 100,
-) -> None:
-    """A domain adds a main-navigation link; it shows only to roles the policy grants `action` on `resource`
-    (optionally narrowed to `roles`)."""
-    if any(item.href == href for item in _nav_items):
+def register_nav_item(item: NavItem) -> None:
+    """Add a main-navigation link (called by the domain manifest, `telecare.domains`); it shows only to roles
+    the policy grants `item.action` on `item.resource` (optionally narrowed to `item.roles`)."""
+    if any(existing.href == item.href for existing in _nav_items):
         return
-    _nav_items.append(NavItem(href, label, resource, action, roles, order))
+    _nav_items.append(item)
 
 
 def _domain_nav(principal: Principal) -> list[tuple[str, str]]:

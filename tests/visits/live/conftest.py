@@ -15,9 +15,9 @@ import httpx
 import pytest
 import uvicorn
 
+from telecare.auth import sessions
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
-from telecare.identity import sessions
 from telecare.identity.models import User
 from telecare.scheduling import service as scheduling
 from telecare.scheduling.models import Modality

@@ -26,8 +26,8 @@ from telecare.config import Mode, Settings
 from telecare.core import migrate
 from telecare.core.db import Database
 from telecare.core.time import utc_now
+from telecare.domains import install as install_domains
 from telecare.identity.models import Practitioner, Role
-from telecare.models import import_all_models
 from telecare.scheduling.models import (
     POLICY_DEFAULTS,
     AvailabilityTemplate,
@@ -69,7 +69,7 @@ class Seeded:
 async def _seed(settings: Settings) -> Seeded:
     """A clinic whose doctor (licensed in PA, time zone UTC) is free all day, bookable from now, with
     check-in open a day ahead, so the real clock of the server subprocess can be used."""
-    import_all_models()
+    install_domains()
     db = Database(settings)
     try:
         org_id = await make_org(db)

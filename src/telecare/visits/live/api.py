@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from telecare.auth.dependencies import DbSession, auth_dependency, client_addr, resolve_principal
+from telecare.auth.principal import Principal
 from telecare.config import Settings
-from telecare.core.auth import DbSession, Principal, auth_dependency, client_addr, resolve_principal
 from telecare.core.crypto import new_token
+from telecare.core.db import Database
 from telecare.core.errors import AppError, NotAuthenticated, NotFound
 from telecare.core.events import EventBus
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
@@ -89,20 +91,9 @@ class LiveCaller:
 async def live_unit_of_work(app: FastAPI) -> AsyncIterator[AsyncSession]:
     """A short transaction for one socket step. Live events published inside it go out after commit, and
     denied-access audit rows queued inside it are written even when it rolls back."""
-    bus: EventBus = app.state.events
-    db = app.state.db
-    opened: list[AsyncSession] = []
-    try:
-        async with db.unit_of_work() as session:
-            session.info["events"] = bus
-            opened.append(session)
-            yield session
-    finally:
-        jobs = opened[0].info.pop("post_rollback", []) if opened else []
-        if jobs:
-            async with db.unit_of_work() as s:
-                for job in jobs:
-                    await job(s)
+    db: Database = app.state.db
+    async with db.unit_of_work() as session:
+        yield session
 
 
 async def _resolve(conn: HTTPConnection, session: AsyncSession) -> LiveCaller | None:

@@ -19,8 +19,9 @@ from telecare.access.policy import Action, Resource
 from telecare.access.service import audit_key, record_access
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditOutcome
+from telecare.auth.dependencies import defer_independent_write
+from telecare.auth.principal import Principal
 from telecare.config import Settings
-from telecare.core.auth import Principal, defer_independent_write
 from telecare.core.crypto import constant_time_equal, hmac_sha256, new_token, token_digest
 from telecare.core.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now

@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.config import Settings
 from telecare.core.crypto import Passwords, new_token, seal, token_digest, unseal
-from telecare.core.db import Database
+from telecare.core.db import as_uow
 from telecare.core.errors import TooManyRequests
 from telecare.core.time import utc_now
 from telecare.identity.models import ApiToken, Patient, Practitioner, RateCounter, Role, User, WebSession
 
 if TYPE_CHECKING:
-    from telecare.core.auth import Principal
+    from telecare.auth.principal import Principal
 
 TOTP_ISSUER = "Telecare"
 TOTP_INTERVAL = 30  # RFC 6238 default time step
@@ -28,8 +28,7 @@ TOTP_WINDOW = 1  # accept one step of clock drift either side
 
 
 def _settings(session: AsyncSession) -> Settings:
-    db: Database = session.info["db"]
-    return db.settings
+    return as_uow(session).settings
 
 
 _passwords: dict[tuple[int, int, int], Passwords] = {}
@@ -194,7 +193,7 @@ async def principal_for_user(
     mfa_verified: bool = False,
     csrf_token: str | None = None,
 ) -> Principal:
-    from telecare.core.auth import Principal
+    from telecare.auth.principal import Principal
 
     patient_id, practitioner_id = await _profile_ids(session, user)
     return Principal(

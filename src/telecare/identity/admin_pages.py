@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from telecare.access import flows
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import CurrentPrincipal, DbSession
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.time import utc_now
 from telecare.identity import service
 from telecare.identity.models import Role

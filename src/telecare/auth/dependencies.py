@@ -1,4 +1,4 @@
-"""Who is calling: the Principal, and the FastAPI dependencies every route declares.
+"""The FastAPI dependencies every route declares (the caller itself is `auth.principal.Principal`).
 
 A route declares exactly one of `Public`, `Authenticated(...)` (web session or API token) or a domain's own
 authenticator built with `auth_dependency` (device keys, Nightscout secrets). The route-coverage test
@@ -7,60 +7,22 @@ fails on any route without one."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from telecare.audit.models import Purpose
-from telecare.audit.service import Actor
+from telecare.auth.principal import Principal
 from telecare.config import Settings
-from telecare.core.db import Database
-from telecare.core.errors import AppError, Forbidden, MfaRequired, NotAuthenticated
+from telecare.core.db import Database, UnitOfWork, as_uow
+from telecare.core.errors import Forbidden, MfaRequired, NotAuthenticated
 from telecare.identity.models import Role
+
+__all__ = ["Principal"]  # re-exported for callers that declare routes
 
 SESSION_COOKIE = "tc_session"
 CSRF_HEADER = "x-csrf-token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller, resolved once per request."""
-
-    user_id: int
-    org_id: int
-    role: Role
-    kind: str  # "session" | "token" | "system"
-    client_addr: str | None = None
-    scopes: frozenset[str] | None = None  # None: a web session (role policy only)
-    session_id: int | None = None
-    mfa_verified: bool = False
-    patient_id: int | None = None  # for role patient: their own record
-    practitioner_id: int | None = None  # for clinical roles
-    email: str = ""
-    display_name: str = ""
-    csrf_token: str | None = None
-    purpose: Purpose = Purpose.TREATMENT
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def actor(self) -> Actor:
-        return Actor(self.user_id, self.org_id, str(self.role), self.kind, self.client_addr)
-
-    def has_scope(self, resource: str, letter: str) -> bool:
-        """SMART v2-style scopes: `user/Patient.rs`, `user/*.cruds`, `patient/Observation.r`."""
-        if self.scopes is None:
-            return True
-        for scope in self.scopes:
-            _, _, body = scope.partition("/")
-            res, _, letters = body.partition(".")
-            # Only plain permission letters count. A granular scope (`Observation.rs?category=...`) narrows
-            # access in SMART v2; not being enforced here, it grants nothing, rather than its query string's
-            # letters ("category" holds a c) granting create.
-            if res in ("*", resource) and letter in letters and set(letters) <= set("cruds"):
-                return True
-        return False
 
 
 def settings_of(request: Request) -> Settings:
@@ -77,43 +39,20 @@ def client_addr(request: Request) -> str | None:
     return peer
 
 
-async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One unit of work per request. Denials queued on request.state are audited after a rollback."""
+async def _db_session(request: Request) -> AsyncIterator[UnitOfWork]:
+    """One unit of work per request; denied-access audit entries queued in it persist after a rollback."""
     db: Database = request.app.state.db
-    request.state.post_rollback = []
-    try:
-        async with db.unit_of_work() as session:
-            session.info["request"] = request
-            yield session
-    except AppError:
-        await _run_post_rollback(request)
-        raise
-    else:
-        await _run_post_rollback(request)
-
-
-async def _run_post_rollback(request: Request) -> None:
-    jobs: list[Callable[[AsyncSession], Awaitable[None]]] = getattr(request.state, "post_rollback", [])
-    if not jobs:
-        return
-    request.state.post_rollback = []
-    db: Database = request.app.state.db
-    async with db.unit_of_work() as session:
-        for job in jobs:
-            await job(session)
+    async with db.unit_of_work() as uow:
+        yield uow
 
 
 def defer_independent_write(session: AsyncSession, job: Callable[[AsyncSession], Awaitable[None]]) -> None:
     """Queue a write that must persist even if the request's own transaction rolls back (denied-access
     audit entries). Runs in a fresh transaction after the request's unit of work has ended."""
-    request: Request | None = session.info.get("request")
-    if request is None:
-        session.info.setdefault("post_rollback", []).append(job)
-    else:
-        request.state.post_rollback.append(job)
+    as_uow(session).after_rollback(job)
 
 
-DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+DbSession = Annotated[UnitOfWork, Depends(_db_session, scope="function")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,8 +68,16 @@ async def public() -> None:
     """Declares a route public (login page, static files, health)."""
 
 
+public.__telecare_public__ = True  # type: ignore[attr-defined]
+
+
+def has_credentials(request: Request) -> bool:
+    """The request carries a bearer token or a session cookie (read by the error handlers)."""
+    return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE))
+
+
 async def resolve_principal(request: Request, session: AsyncSession) -> Principal | None:
-    from telecare.identity import sessions as identity_sessions
+    from telecare.auth import sessions as identity_sessions
 
     header = request.headers.get("authorization", "")
     addr = client_addr(request)

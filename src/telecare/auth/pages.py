@@ -9,10 +9,12 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from telecare.core.auth import SESSION_COOKIE, Authenticated, DbSession, Principal, client_addr, public
+from telecare.auth import sessions
+from telecare.auth.dependencies import SESSION_COOKIE, Authenticated, DbSession, client_addr, public
+from telecare.auth.principal import Principal
 from telecare.core.crypto import token_digest
 from telecare.core.errors import TooManyRequests
-from telecare.identity import service, sessions
+from telecare.identity import service
 from telecare.identity.models import User, WebSession
 from telecare.web.templating import page
 

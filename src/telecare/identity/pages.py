@@ -14,7 +14,8 @@ from telecare.access import flows
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource, allowed_reach
 from telecare.access.service import BreakGlassRefused, PatientNotAccessible
-from telecare.core.auth import CurrentPrincipal, DbSession, Principal
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
+from telecare.auth.principal import Principal
 from telecare.core.errors import Forbidden
 from telecare.identity import service
 from telecare.identity.models import Patient, Role

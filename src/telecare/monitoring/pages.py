@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.core.auth import SESSION_COOKIE, Authenticated, DbSession, Principal, auth_dependency
+from telecare.auth.dependencies import SESSION_COOKIE, Authenticated, DbSession, auth_dependency
+from telecare.auth.principal import Principal
 from telecare.core.db import Database
 from telecare.core.errors import FieldError, Forbidden, NotAuthenticated, ValidationFailed
 from telecare.core.time import utc_now
@@ -29,31 +30,38 @@ from telecare.monitoring.billing import month_minutes
 from telecare.monitoring.codes import SPECS, Kind, Program, units_for
 from telecare.monitoring.models import TimeKind
 from telecare.monitoring.schemas import ManualReading, OverrideSet, TimeEntryCreate
-from telecare.web.chart import register_chart_section
-from telecare.web.templating import register_nav_item, templates
+from telecare.web.chart import ChartSection
+from telecare.web.templating import NavItem, templates
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 _RPM_STAFF = frozenset({Role.PHYSICIAN, Role.NURSE})
-register_nav_item(
-    "/monitoring", "Monitoring", resource=Resource.RPM_ALERT, action=Action.SEARCH, roles=_RPM_STAFF, order=20
-)
-register_nav_item(
-    "/monitoring/billing",
-    "RPM billing",
-    resource=Resource.RPM_BILLING,
-    action=Action.SEARCH,
-    roles=_RPM_STAFF,
-    order=21,
-)
-register_nav_item(
-    "/my/readings",
-    "My readings",
-    resource=Resource.OBSERVATION,
-    action=Action.CREATE,
-    roles=frozenset({Role.PATIENT}),
-    order=20,
+NAV_ITEMS = (
+    NavItem(
+        "/monitoring",
+        "Monitoring",
+        resource=Resource.RPM_ALERT,
+        action=Action.SEARCH,
+        roles=_RPM_STAFF,
+        order=20,
+    ),
+    NavItem(
+        "/monitoring/billing",
+        "RPM billing",
+        resource=Resource.RPM_BILLING,
+        action=Action.SEARCH,
+        roles=_RPM_STAFF,
+        order=21,
+    ),
+    NavItem(
+        "/my/readings",
+        "My readings",
+        resource=Resource.OBSERVATION,
+        action=Action.CREATE,
+        roles=frozenset({Role.PATIENT}),
+        order=20,
+    ),
 )
 
 
@@ -63,13 +71,15 @@ async def _chart_monitoring(session: AsyncSession, principal: Principal, patient
     return {"alerts": alerts[:10]}
 
 
-register_chart_section(
-    "monitoring",
-    "Remote monitoring",
-    _chart_monitoring,
-    "monitoring/chart_section.html",
-    resource=Resource.RPM_ALERT,
-    order=40,
+CHART_SECTIONS = (
+    ChartSection(
+        "monitoring",
+        "Remote monitoring",
+        _chart_monitoring,
+        "monitoring/chart_section.html",
+        resource=Resource.RPM_ALERT,
+        order=40,
+    ),
 )
 Clinician = Annotated[Principal, Authenticated(Role.NURSE, Role.PHYSICIAN)]
 PatientUser = Annotated[Principal, Authenticated(Role.PATIENT)]
@@ -382,7 +392,7 @@ async def ws_clinician(websocket: WebSocket) -> Principal:
     cookie = websocket.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise NotAuthenticated()
-    from telecare.identity import sessions as identity_sessions
+    from telecare.auth import sessions as identity_sessions
 
     db: Database = websocket.app.state.db
     async with db.unit_of_work() as session:

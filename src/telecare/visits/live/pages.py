@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from telecare.access.policy import Resource
-from telecare.core.auth import CurrentPrincipal, DbSession, client_addr, public
+from telecare.auth.dependencies import CurrentPrincipal, DbSession, client_addr, public
 from telecare.core.errors import AppError, Forbidden
 from telecare.core.time import utc_now
 from telecare.scheduling import service as scheduling

@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.policy import Action, Resource
+from telecare.auth.dependencies import CurrentPrincipal, DbSession
+from telecare.auth.principal import Principal
 from telecare.billing import service as billing
 from telecare.billing.models import BillingLineStatus
-from telecare.core.auth import CurrentPrincipal, DbSession, Principal
 from telecare.core.errors import AppError, Forbidden
 from telecare.core.time import utc_now
 from telecare.identity.geo import US_STATES
@@ -31,53 +32,55 @@ from telecare.visits import notes
 from telecare.visits import service as visits
 from telecare.visits.models import LocationType, NoteStatus
 from telecare.visits.schemas import CheckIn, NoteUpdate
-from telecare.web.chart import register_chart_section
-from telecare.web.templating import register_nav_item, templates
+from telecare.web.chart import ChartSection
+from telecare.web.templating import NavItem, templates
 
 router = APIRouter(include_in_schema=False)
 T = TypeVar("T")
 
 _CLINICIANS = frozenset({Role.PHYSICIAN, Role.NURSE, Role.THERAPIST, Role.PHARMACIST})
 _COORDINATOR = frozenset({Role.COORDINATOR})
-register_nav_item(
-    "/visits",
-    "Visits",
-    resource=Resource.APPOINTMENT,
-    action=Action.SEARCH,
-    roles=_CLINICIANS | {Role.PATIENT},
-    order=10,
-)
-register_nav_item(
-    "/clinic/queue",
-    "Waiting room",
-    resource=Resource.VISIT,
-    action=Action.SEARCH,
-    roles=_CLINICIANS,
-    order=11,
-)
-register_nav_item(
-    "/schedule/calendar",
-    "Calendar",
-    resource=Resource.SCHEDULE,
-    action=Action.UPDATE,
-    roles=_COORDINATOR,
-    order=10,
-)
-register_nav_item(
-    "/schedule/coverage",
-    "Coverage",
-    resource=Resource.SCHEDULE,
-    action=Action.UPDATE,
-    roles=_COORDINATOR,
-    order=11,
-)
-register_nav_item(
-    "/billing/review",
-    "Billing",
-    resource=Resource.BILLING_LINE,
-    action=Action.UPDATE,
-    roles=_COORDINATOR,
-    order=12,
+NAV_ITEMS = (
+    NavItem(
+        "/visits",
+        "Visits",
+        resource=Resource.APPOINTMENT,
+        action=Action.SEARCH,
+        roles=_CLINICIANS | {Role.PATIENT},
+        order=10,
+    ),
+    NavItem(
+        "/clinic/queue",
+        "Waiting room",
+        resource=Resource.VISIT,
+        action=Action.SEARCH,
+        roles=_CLINICIANS,
+        order=11,
+    ),
+    NavItem(
+        "/schedule/calendar",
+        "Calendar",
+        resource=Resource.SCHEDULE,
+        action=Action.UPDATE,
+        roles=_COORDINATOR,
+        order=10,
+    ),
+    NavItem(
+        "/schedule/coverage",
+        "Coverage",
+        resource=Resource.SCHEDULE,
+        action=Action.UPDATE,
+        roles=_COORDINATOR,
+        order=11,
+    ),
+    NavItem(
+        "/billing/review",
+        "Billing",
+        resource=Resource.BILLING_LINE,
+        action=Action.UPDATE,
+        roles=_COORDINATOR,
+        order=12,
+    ),
 )
 
 
@@ -87,8 +90,15 @@ async def _chart_visits(session: AsyncSession, principal: Principal, patient: Pa
     return {"appointments": rows, "can_book": principal.role is Role.COORDINATOR}
 
 
-register_chart_section(
-    "visits", "Visits", _chart_visits, "visits/chart_section.html", resource=Resource.APPOINTMENT, order=30
+CHART_SECTIONS = (
+    ChartSection(
+        "visits",
+        "Visits",
+        _chart_visits,
+        "visits/chart_section.html",
+        resource=Resource.APPOINTMENT,
+        order=30,
+    ),
 )
 
 

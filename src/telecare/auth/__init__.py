@@ -1,0 +1,1 @@
+"""Who is calling: principals, HTTP and WebSocket authentication, sessions, API tokens, TOTP."""
