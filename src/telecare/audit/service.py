@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit.models import AuditAction, AuditChainHead, AuditEntry, AuditOutcome, Purpose
 from telecare.core.crypto import constant_time_equal, hmac_sha256
+from telecare.core.db import as_uow
 from telecare.core.time import utc_now
 
 GENESIS = "0" * 64
@@ -75,7 +76,7 @@ async def record(
     session: AsyncSession,
     actor: Actor,
     *,
-    key: bytes,
+    key: bytes | None = None,
     action: AuditAction | str,
     resource_type: str,
     resource_id: str | int | None = None,
@@ -85,7 +86,9 @@ async def record(
     org_id: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one entry in the caller's transaction."""
+    """Append one entry in the caller's transaction (the key defaults to the unit of work's)."""
+    if key is None:
+        key = as_uow(session).audit_key
     head = await _lock_head(session)
     # Ids are assigned here, under the chain lock, so they are consecutive and the MAC can cover them
     # before the row is written (the table rejects UPDATE).

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access.policy import Action, Resource
 from telecare.access.service import patient_scope, record_access, record_search
 from telecare.auth.principal import Principal
@@ -25,7 +26,6 @@ from telecare.billing.rules import (
 )
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity.models import Role
 from telecare.scheduling.models import Appointment
 
 ALLOWED_CODES = frozenset(c for _, c in EM_NEW_PATIENT + EM_ESTABLISHED_PATIENT) | {"99211"}
@@ -153,7 +153,7 @@ async def adjust_line(
     session: AsyncSession, principal: Principal, *, line_id: int, change: Adjustment, reason: str
 ) -> BillingLine:
     """Coordinator review: change code, POS, modifiers, or approve / void, always with a reason."""
-    if principal.role is not Role.COORDINATOR:
+    if not rules.reviews_billing(principal):
         raise Forbidden("Billing review is for coordinators.")
     line = await _line(session, principal, line_id)
     if line.status != BillingLineStatus.PROPOSED:

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
 from telecare.audit.models import AuditAction
@@ -816,7 +817,7 @@ async def log_time(
     enrolment = await active_enrolment(session, patient_id)
     if enrolment is None:
         raise NoActiveEnrolment()
-    if data.kind == "interpretation" and principal.role != Role.PHYSICIAN:
+    if data.kind == "interpretation" and not rules.logs_interpretation(principal):
         raise ValidationFailed(
             errors=[FieldError("kind", "interpretation time (99091) is logged by a physician")]
         )

@@ -18,6 +18,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access.policy import Action, Reach, Resource
 from telecare.access.service import (
     open_patient,
@@ -116,7 +117,7 @@ async def update_policy(
     session: AsyncSession, principal: Principal, *, data: PolicyUpdate
 ) -> SchedulingPolicy:
     reach_for(principal, Resource.SCHEDULE, Action.UPDATE)
-    if principal.role not in (Role.COORDINATOR, Role.ADMIN):
+    if not rules.manages_schedules(principal):
         raise Forbidden("Only coordinators and administrators set scheduling rules.")
     policy = await session.get(SchedulingPolicy, principal.org_id)
     if policy is None:
@@ -144,7 +145,7 @@ async def create_visit_type(
     session: AsyncSession, principal: Principal, *, data: VisitTypeCreate
 ) -> VisitType:
     reach_for(principal, Resource.SCHEDULE, Action.CREATE)
-    if principal.role not in (Role.COORDINATOR, Role.ADMIN):
+    if not rules.manages_schedules(principal):
         raise Forbidden("Only coordinators and administrators define visit types.")
     taken = await session.scalar(
         select(exists().where(VisitType.org_id == principal.org_id, VisitType.name == data.name))
@@ -724,7 +725,7 @@ async def reassign_practitioner(
 ) -> Appointment:
     """Coordinator: give a visit (typically one flagged by the licensure gate) to a licensed colleague at
     the same time. The gate runs against the attested state when the patient has checked in."""
-    if principal.role is not Role.COORDINATOR:
+    if not rules.assigns_visits(principal):
         raise Forbidden("Only coordinators re-assign visits.")
     appt = await load_appointment(session, principal, appointment_id, action=Action.UPDATE, lock=True)
     if appt.status not in (AppointmentStatus.BOOKED, AppointmentStatus.CHECKED_IN):

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access.policy import Action, Resource
 from telecare.access.service import patient_scope, record_access, record_search
 from telecare.auth.principal import Principal
@@ -67,7 +68,7 @@ class SurveyNotAvailable(Conflict):
 
 
 def _require_author(principal: Principal, appt: Appointment) -> None:
-    if not principal.role.is_clinician or principal.practitioner_id != appt.practitioner_id:
+    if not rules.is_visit_clinician(principal, practitioner_id=appt.practitioner_id):
         raise Forbidden("Only the visit's clinician writes its note.")
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access.policy import Action, Resource
 from telecare.access.service import reach_for, record_access
 from telecare.auth.principal import Principal
@@ -172,12 +173,12 @@ def _require_status(appt: Appointment, *allowed: AppointmentStatus) -> None:
 
 
 def _require_own_practitioner(principal: Principal, appt: Appointment) -> None:
-    if not principal.role.is_clinician or principal.practitioner_id != appt.practitioner_id:
+    if not rules.is_visit_clinician(principal, practitioner_id=appt.practitioner_id):
         raise Forbidden("Only the visit's clinician can do this.")
 
 
 def _require_own_patient(principal: Principal, appt: Appointment) -> None:
-    if principal.role is not Role.PATIENT or principal.patient_id != appt.patient_id:
+    if not rules.is_the_patient(principal, patient_id=appt.patient_id):
         raise Forbidden("Only the patient can do this.")
 
 
@@ -359,9 +360,9 @@ async def can_join(session: AsyncSession, principal: Principal, *, appointment_i
     appt = await load_appointment(
         session, principal, appointment_id, resource=Resource.VISIT, action=Action.READ
     )
-    if principal.role is Role.PATIENT and principal.patient_id == appt.patient_id:
+    if rules.is_the_patient(principal, patient_id=appt.patient_id):
         role = ParticipantRole.PATIENT
-    elif principal.role.is_clinician and principal.practitioner_id == appt.practitioner_id:
+    elif rules.is_visit_clinician(principal, practitioner_id=appt.practitioner_id):
         role = ParticipantRole.PRACTITIONER
     else:
         return JoinDecision(False, None, appt, "Only the visit's patient and clinician can join.")
@@ -538,7 +539,7 @@ async def clinician_queue(session: AsyncSession, principal: Principal) -> list[Q
     from telecare.access.service import patient_scope, record_search
     from telecare.identity.models import Patient
 
-    if not principal.role.is_clinician or principal.practitioner_id is None:
+    if not rules.is_clinician(principal):
         raise Forbidden("Only clinicians have a waiting-room queue.")
     scope = patient_scope(principal, Resource.VISIT, Action.SEARCH)
     rows = (

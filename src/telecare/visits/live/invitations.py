@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access.policy import Action, Resource
 from telecare.access.service import audit_key, record_access
 from telecare.audit import service as audit
@@ -25,7 +26,6 @@ from telecare.config import Settings
 from telecare.core.crypto import constant_time_equal, hmac_sha256, new_token, token_digest
 from telecare.core.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity.models import Role
 from telecare.scheduling.models import Appointment, AppointmentStatus
 from telecare.scheduling.service import load_appointment
 from telecare.visits.models import ParticipantRole, VisitParticipant
@@ -87,8 +87,8 @@ async def invite_guest(
     appt = await load_appointment(
         session, principal, appointment_id, resource=Resource.VISIT, action=Action.UPDATE, lock=True
     )
-    is_patient = principal.role is Role.PATIENT and principal.patient_id == appt.patient_id
-    is_clinician = principal.role.is_clinician and principal.practitioner_id == appt.practitioner_id
+    is_patient = rules.is_the_patient(principal, patient_id=appt.patient_id)
+    is_clinician = rules.is_visit_clinician(principal, practitioner_id=appt.practitioner_id)
     if not (is_patient or is_clinician):
         raise Forbidden("Only the visit's patient or clinician can invite someone.")
     if role not in GUEST_ROLES:

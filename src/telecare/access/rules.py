@@ -1,0 +1,58 @@
+"""Named policy predicates: the access rules that depend on who the caller is in one record (the visit's own
+clinician, the patient themselves) or on a duty only some roles hold, beside the `POLICY` table that says
+which role may do what on which resource.
+
+Services ask these instead of comparing roles in `if` statements, so every rule of this kind is in
+`access/`, has a name, and is tested once (tests/access/test_rules.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from telecare.identity.models import Role
+
+if TYPE_CHECKING:
+    from telecare.auth.principal import Principal
+
+# Duties held by roles (operational, not clinical reach: the POLICY table still decides the reach).
+SCHEDULE_MANAGERS = frozenset({Role.COORDINATOR, Role.ADMIN})  # visit types, scheduling rules
+VISIT_ASSIGNERS = frozenset({Role.COORDINATOR})  # re-assign a visit to a licensed colleague
+BILLING_REVIEWERS = frozenset({Role.COORDINATOR})  # adjust, approve or void E/M lines
+# 99091 (collection and interpretation of physiologic data) is a physician or other qualified health care
+# professional service (docs/rpm.md); Telecare lets physicians log it.
+INTERPRETERS = frozenset({Role.PHYSICIAN})
+
+
+def manages_schedules(principal: Principal) -> bool:
+    return principal.role in SCHEDULE_MANAGERS
+
+
+def assigns_visits(principal: Principal) -> bool:
+    return principal.role in VISIT_ASSIGNERS
+
+
+def reviews_billing(principal: Principal) -> bool:
+    return principal.role in BILLING_REVIEWERS
+
+
+def logs_interpretation(principal: Principal) -> bool:
+    return principal.role in INTERPRETERS
+
+
+def is_clinician(principal: Principal) -> bool:
+    """A clinical role with a practitioner record (physician, nurse, therapist, pharmacist)."""
+    return principal.role.is_clinician and principal.practitioner_id is not None
+
+
+def is_visit_clinician(principal: Principal, *, practitioner_id: int | None) -> bool:
+    """The caller is the clinician the visit is booked with."""
+    return (
+        principal.role.is_clinician
+        and practitioner_id is not None
+        and principal.practitioner_id == practitioner_id
+    )
+
+
+def is_the_patient(principal: Principal, *, patient_id: int | None) -> bool:
+    """The caller is the patient the record belongs to."""
+    return principal.role is Role.PATIENT and patient_id is not None and principal.patient_id == patient_id
