@@ -926,6 +926,42 @@ async def flagged_for_reassignment(session: AsyncSession, principal: Principal) 
     return rows
 
 
+async def reassignment_candidates(
+    session: AsyncSession, principal: Principal
+) -> list[tuple[Appointment, list[int]]]:
+    """Each visit the licensure gate blocked, with the colleagues licensed for the patient's state on the
+    visit's local date (the coordinator's re-assignment choices; `reassign_practitioner` re-checks)."""
+    if not rules.assigns_visits(principal):
+        raise Forbidden("Only coordinators re-assign visits.")
+    flagged = await flagged_for_reassignment(session, principal)
+    if not flagged:
+        return []
+    everyone = list(
+        (await session.execute(select(Practitioner).where(Practitioner.org_id == principal.org_id))).scalars()
+    )
+    by_id = {p.id: p for p in everyone}
+    out: list[tuple[Appointment, list[int]]] = []
+    for appt in flagged:
+        options = await licensure.licensed_practitioners(
+            session,
+            practitioner_ids=list(by_id),
+            state=appt.licensure_block_state or appt.expected_state,
+            on=visit_date(appt.start_at, by_id[appt.practitioner_id]),
+        )
+        out.append((appt, [pid for pid, r in options.items() if r.allowed and pid != appt.practitioner_id]))
+    return out
+
+
+async def practitioner_names(session: AsyncSession, principal: Principal) -> dict[int, str]:
+    """Display names of the organization's practitioners (for schedules; no patient data)."""
+    rows = await session.execute(
+        select(Practitioner.id, User.display_name)
+        .join(User, User.id == Practitioner.user_id)
+        .where(Practitioner.org_id == principal.org_id)
+    )
+    return {int(pid): str(name) for pid, name in rows.all()}
+
+
 # ---- mail and events (mail bodies and .ics in mail.py) ----------------------------------------------
 
 

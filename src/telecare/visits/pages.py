@@ -662,35 +662,12 @@ async def calendar(
         raise Forbidden("The calendar is for coordinators and clinicians.")
     day = day or utc_now().date()
     days = await scheduling.day_calendar(session, principal, day=day, practitioner_id=practitioner_id)
-    flagged = []
-    if principal.role is Role.COORDINATOR:
-        for appt in await scheduling.flagged_for_reassignment(session, principal):
-            current = await session.get(Practitioner, appt.practitioner_id)
-            assert current is not None
-            options = await licensure.licensed_practitioners(
-                session,
-                practitioner_ids=list(
-                    (
-                        await session.execute(
-                            select(Practitioner.id).where(Practitioner.org_id == principal.org_id)
-                        )
-                    ).scalars()
-                ),
-                state=appt.licensure_block_state or appt.expected_state,
-                on=scheduling.visit_date(appt.start_at, current),
-            )
-            flagged.append(
-                (appt, [pid for pid, r in options.items() if r.allowed and pid != appt.practitioner_id])
-            )
-    names = dict(
-        (
-            await session.execute(
-                select(Practitioner.id, User.display_name)
-                .join(User, User.id == Practitioner.user_id)
-                .where(Practitioner.org_id == principal.org_id)
-            )
-        ).all()
+    flagged = (
+        await scheduling.reassignment_candidates(session, principal)
+        if principal.role is Role.COORDINATOR
+        else []
     )
+    names = await scheduling.practitioner_names(session, principal)
     return _page(
         request,
         "visits/calendar.html",
