@@ -352,6 +352,19 @@ class JoinDecision:
     reason: str | None
 
 
+NOT_ADMITTED = "The clinician has not admitted the patient yet."
+
+
+async def may_enter_room(session: AsyncSession, principal: Principal, *, appointment_id: int) -> JoinDecision:
+    """May this signed-in user be in the visit's media room now: `can_join`, and the clinician has admitted
+    the patient (the visit is in progress). The call page and the signaling socket both ask this."""
+    decision = await can_join(session, principal, appointment_id=appointment_id)
+    appt = decision.appointment
+    if decision.allowed and appt is not None and appt.status != AppointmentStatus.IN_PROGRESS:
+        return JoinDecision(False, decision.role, appt, NOT_ADMITTED)
+    return decision
+
+
 async def can_join(session: AsyncSession, principal: Principal, *, appointment_id: int) -> JoinDecision:
     """May this signed-in user enter the visit's media room now? The patient once checked in; the visit's
     own clinician from check-in on; nobody while the licensure gate blocks the visit or after it ended.

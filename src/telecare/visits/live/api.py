@@ -388,14 +388,12 @@ async def _admit_to_room(session: AsyncSession, caller: LiveCaller, appointment_
     principal = caller.principal
     assert principal is not None
     try:
-        decision = await visits.can_join(session, principal, appointment_id=appointment_id)
+        decision = await visits.may_enter_room(session, principal, appointment_id=appointment_id)
     except NotFound:
         raise _Refused("No such visit.") from None
     if not decision.allowed or decision.role is None or decision.appointment is None:
         raise _Refused(decision.reason or "Not your visit.")
     appt = decision.appointment
-    if appt.status != AppointmentStatus.IN_PROGRESS:
-        raise _Refused("The clinician has not admitted the patient yet.")
     row = (
         await session.execute(
             select(VisitParticipant).where(

@@ -100,13 +100,11 @@ async def call(request: Request, appointment_id: int, session: DbSession, caller
         role = str(caller.guest.role)
     else:
         assert caller.principal is not None
-        decision = await visits.can_join(session, caller.principal, appointment_id=appointment_id)
+        decision = await visits.may_enter_room(session, caller.principal, appointment_id=appointment_id)
         appt = decision.appointment
         assert appt is not None
         allowed, reason = decision.allowed, decision.reason
         role = str(decision.role) if decision.role else "none"
-        if allowed and appt.status != "in_progress":
-            allowed, reason = False, "The clinician has not admitted the patient yet."
     return _page(
         request,
         "live/call.html",
