@@ -30,7 +30,7 @@ from telecare.core import migrate
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
 from telecare.domains import install as install_domains
-from telecare.scheduling import service
+from telecare.scheduling import availability, service
 from telecare.scheduling.models import Modality
 from telecare.scheduling.service import SlotUnavailable
 
@@ -89,7 +89,7 @@ async def run(url: str, patients: int, slots: int) -> None:
     for _ in range(20):
         t1 = time.perf_counter()
         async with db.unit_of_work() as s:
-            await service.find_slots(
+            await availability.find_slots(
                 s,
                 principal_of(clinic.patient),
                 visit_type_id=clinic.visit_type_id,

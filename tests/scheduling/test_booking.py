@@ -12,7 +12,7 @@ from telecare.access.service import PatientNotAccessible
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
 from telecare.licensure.service import ProviderNotLicensedError
-from telecare.scheduling import service
+from telecare.scheduling import availability, service
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
 from telecare.scheduling.service import NoticePeriodPassed, SlotUnavailable
 from tests.factories import Account, make_patient
@@ -46,7 +46,7 @@ async def test_patient_sees_slots_books_one_and_it_disappears(db: Database) -> N
     clinic = await make_clinic(db)
     freeze_clock(NOW)
     async with db.unit_of_work() as s:
-        found = await service.find_slots(
+        found = await availability.find_slots(
             s,
             principal_of(clinic.patient),
             visit_type_id=clinic.visit_type_id,
@@ -62,7 +62,7 @@ async def test_patient_sees_slots_books_one_and_it_disappears(db: Database) -> N
     assert appt.status == AppointmentStatus.BOOKED
     assert appt.end_at == WED_9AM_NY + timedelta(minutes=30)
     async with db.unit_of_work() as s:
-        again = await service.find_slots(
+        again = await availability.find_slots(
             s,
             principal_of(clinic.patient),
             visit_type_id=clinic.visit_type_id,
@@ -81,7 +81,7 @@ async def test_booking_offers_only_licensed_practitioners_and_says_why_when_nobo
     clinic = await make_clinic(db, patient_state="NJ")
     freeze_clock(NOW)
     async with db.unit_of_work() as s:
-        found = await service.find_slots(
+        found = await availability.find_slots(
             s,
             principal_of(clinic.patient),
             visit_type_id=clinic.visit_type_id,
@@ -99,7 +99,7 @@ async def test_booking_offers_only_licensed_practitioners_and_says_why_when_nobo
     # A colleague licensed in NJ is offered.
     colleague = await make_doctor(db, clinic.org_id, states=("NJ",))
     async with db.unit_of_work() as s:
-        found = await service.find_slots(
+        found = await availability.find_slots(
             s,
             principal_of(clinic.patient),
             visit_type_id=clinic.visit_type_id,
@@ -229,7 +229,7 @@ async def test_an_evening_visit_is_checked_against_the_local_date_not_the_utc_da
     appt = await book(db, clinic, clinic.patient, start=evening)
     assert appt.start_at == evening
     async with db.unit_of_work() as s:
-        found = await service.find_slots(
+        found = await availability.find_slots(
             s,
             principal_of(clinic.patient),
             visit_type_id=clinic.visit_type_id,

@@ -11,7 +11,7 @@ from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.params import PathId, QueryId
 from telecare.core.time import utc_now
 from telecare.licensure import service as licensure
-from telecare.scheduling import service
+from telecare.scheduling import availability, service
 from telecare.scheduling.schemas import (
     AppointmentCancel,
     AppointmentCreate,
@@ -36,7 +36,7 @@ router = APIRouter(prefix="/api/v1", tags=["scheduling"])
 @router.get("/visit-types", response_model=list[VisitTypeRead])
 async def list_visit_types(session: DbSession, principal: CurrentPrincipal) -> list[VisitTypeRead]:
     """The organization's bookable visit types."""
-    return [VisitTypeRead.model_validate(v) for v in await service.list_visit_types(session, principal)]
+    return [VisitTypeRead.model_validate(v) for v in await availability.list_visit_types(session, principal)]
 
 
 @router.post("/visit-types", response_model=VisitTypeRead, status_code=201)
@@ -44,25 +44,25 @@ async def create_visit_type(
     body: VisitTypeCreate, session: DbSession, principal: CurrentPrincipal
 ) -> VisitTypeRead:
     """Define a visit type (coordinators, administrators)."""
-    return VisitTypeRead.model_validate(await service.create_visit_type(session, principal, data=body))
+    return VisitTypeRead.model_validate(await availability.create_visit_type(session, principal, data=body))
 
 
 @router.get("/scheduling/policy", response_model=PolicyRead)
 async def read_policy(session: DbSession, principal: CurrentPrincipal) -> PolicyRead:
     """Notice period, check-in window, no-show grace, reminder offsets."""
-    return PolicyRead.model_validate(await service.get_policy(session, principal.org_id))
+    return PolicyRead.model_validate(await availability.get_policy(session, principal.org_id))
 
 
 @router.put("/scheduling/policy", response_model=PolicyRead)
 async def update_policy(body: PolicyUpdate, session: DbSession, principal: CurrentPrincipal) -> PolicyRead:
     """Change the organization's scheduling rules (coordinators, administrators)."""
-    return PolicyRead.model_validate(await service.update_policy(session, principal, data=body))
+    return PolicyRead.model_validate(await availability.update_policy(session, principal, data=body))
 
 
 @router.post("/availability/templates", response_model=TemplateRead, status_code=201)
 async def add_template(body: TemplateCreate, session: DbSession, principal: CurrentPrincipal) -> TemplateRead:
     """Add a weekly availability block (local time in the practitioner's zone)."""
-    return TemplateRead.model_validate(await service.add_template(session, principal, data=body))
+    return TemplateRead.model_validate(await availability.add_template(session, principal, data=body))
 
 
 @router.post("/availability/exceptions", response_model=ExceptionRead, status_code=201)
@@ -70,7 +70,7 @@ async def add_exception(
     body: ExceptionCreate, session: DbSession, principal: CurrentPrincipal
 ) -> ExceptionRead:
     """Block time or a holiday on one local date."""
-    return ExceptionRead.model_validate(await service.add_exception(session, principal, data=body))
+    return ExceptionRead.model_validate(await availability.add_exception(session, principal, data=body))
 
 
 @router.get("/practitioners/{practitioner_id}/availability")
@@ -78,7 +78,9 @@ async def read_availability(
     practitioner_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """A practitioner's weekly templates and exceptions."""
-    templates, exceptions = await service.availability(session, principal, practitioner_id=practitioner_id)
+    templates, exceptions = await availability.availability(
+        session, principal, practitioner_id=practitioner_id
+    )
     return {
         "templates": [TemplateRead.model_validate(t).model_dump(mode="json") for t in templates],
         "exceptions": [ExceptionRead.model_validate(e).model_dump(mode="json") for e in exceptions],
@@ -97,7 +99,7 @@ async def find_slots(
 ) -> SlotSearchRead:
     """Free slots of practitioners licensed in `state` (where the patient expects to be); when nobody is
     licensed, `message` and `unlicensed` say why."""
-    result = await service.find_slots(
+    result = await availability.find_slots(
         session,
         principal,
         visit_type_id=visit_type_id,

@@ -17,8 +17,9 @@ from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Patient
 from telecare.scheduling import mail
+from telecare.scheduling.availability import get_policy
 from telecare.scheduling.models import Appointment, AppointmentReminder, AppointmentStatus
-from telecare.scheduling.service import get_policy, org_timezone, publish_visit_change
+from telecare.scheduling.service import org_timezone, publish_visit_change
 
 MAX_OFFSET = timedelta(days=14)  # PolicyUpdate caps reminder offsets at 14 days
 

@@ -26,6 +26,7 @@ from telecare.core.time import utc_now
 from telecare.identity.geo import US_STATES
 from telecare.identity.models import Patient, Practitioner, Role, User
 from telecare.licensure import service as licensure
+from telecare.scheduling import availability
 from telecare.scheduling import service as scheduling
 from telecare.scheduling.models import AppointmentStatus, Modality, VisitType
 from telecare.visits import notes
@@ -194,7 +195,7 @@ async def book_form(
 ) -> Response:
     if principal.role not in (Role.PATIENT, Role.COORDINATOR):
         raise Forbidden("Patients and coordinators book visits.")
-    types = await scheduling.list_visit_types(session, principal)
+    types = await availability.list_visit_types(session, principal)
     patient = await _patient_for_page(session, principal, patient_id)
     state = (state or (patient.state if patient else "") or "").upper()
     day = day or (utc_now() + timedelta(days=1)).date()
@@ -203,7 +204,7 @@ async def book_form(
     if visit_type_id is not None and state:
         search, err = await attempt(
             session,
-            lambda: scheduling.find_slots(
+            lambda: availability.find_slots(
                 session, principal, visit_type_id=visit_type_id, state=state, first_day=day, days=7
             ),
         )
@@ -252,7 +253,7 @@ async def book(
         ),
     )
     if err is not None or appt is None:
-        types = await scheduling.list_visit_types(session, principal)
+        types = await availability.list_visit_types(session, principal)
         patient = await _patient_for_page(session, principal, patient_id)
         zone = await scheduling.org_timezone(session, principal.org_id)
         return _page(
@@ -288,7 +289,7 @@ async def visit_detail(
     names = await _visit_context(session, [appt.id])
     tz = await scheduling.org_timezone(session, appt.org_id)
     window = await visits.check_in_window(session, appt)
-    policy = await scheduling.get_policy(session, appt.org_id)
+    policy = await availability.get_policy(session, appt.org_id)
     now = utc_now()
     summary = None
     if appt.status == AppointmentStatus.COMPLETED and principal.role is Role.PATIENT:
@@ -338,7 +339,7 @@ async def reschedule_form(
 ) -> Response:
     appt = await scheduling.load_appointment(session, principal, appointment_id)
     day = day or max(utc_now().date(), appt.start_at.date() - timedelta(days=3))
-    search = await scheduling.find_slots(
+    search = await availability.find_slots(
         session,
         principal,
         visit_type_id=appt.visit_type_id,

@@ -31,8 +31,9 @@ from telecare.core.errors import Conflict, FieldError, Forbidden, ValidationFail
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, Role, User
 from telecare.licensure import service as licensure
+from telecare.scheduling.availability import get_policy
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
-from telecare.scheduling.service import get_policy, load_appointment, publish_visit_change, visit_date
+from telecare.scheduling.service import load_appointment, publish_visit_change, visit_date
 from telecare.visits.models import (
     CheckInAttestation,
     ConsentAcceptance,
