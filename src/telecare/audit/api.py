@@ -6,15 +6,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
-from telecare.access import service as access
-from telecare.access.policy import Action, Reach, Resource
-from telecare.audit import service as audit
-from telecare.audit.models import AuditAction, AuditEntry, Purpose
+from telecare.audit import queries
+from telecare.audit.models import AuditEntry
 from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.params import MAX_ID
-from telecare.identity.models import Patient
 from telecare.identity.schemas import AuditEventRead
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
@@ -30,38 +26,6 @@ async def search_audit(
     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[AuditEntry]:
     """Audit entries, newest first. Patients see who accessed their own record."""
-    reach = access.reach_for(principal, Resource.AUDIT_EVENT, Action.SEARCH)
-    stmt = select(AuditEntry).where(AuditEntry.org_id == principal.org_id)
-    if reach is Reach.OWN:
-        stmt = stmt.where(AuditEntry.patient_id == (principal.patient_id or -1))
-    if patient_id is not None:
-        stmt = stmt.where(AuditEntry.patient_id == patient_id)
-    if since is not None:
-        stmt = stmt.where(AuditEntry.at >= since)
-    if before_id is not None:
-        stmt = stmt.where(AuditEntry.id < before_id)
-    rows = list((await session.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit))).scalars())
-    # Attribute the search to the patient only when entries about them were returned and the patient is
-    # the organization's own: a filter on a patient outside the caller's reach (or one only named by this
-    # organization's refused attempts) must not appear in that patient's accounting of disclosures.
-    returned = (
-        patient_id is not None
-        and any(row.patient_id == patient_id for row in rows)
-        and (
-            await session.execute(
-                select(Patient.id).where(Patient.id == patient_id, Patient.org_id == principal.org_id)
-            )
-        ).first()
-        is not None
+    return await queries.search_audit_events(
+        session, principal, patient_id=patient_id, since=since, limit=limit, before_id=before_id
     )
-    await audit.record(
-        session,
-        principal.actor(),
-        key=access.audit_key(session),
-        action=AuditAction.SEARCH,
-        resource_type=str(Resource.AUDIT_EVENT),
-        patient_id=patient_id if returned else None,
-        purpose=Purpose.OPERATIONS,
-        detail={"count": len(rows), "patient_filter": patient_id is not None},
-    )
-    return rows

@@ -583,6 +583,20 @@ async def reassignment_candidates(
     return out
 
 
+async def visit_labels(session: AsyncSession, appointment_ids: list[int]) -> dict[int, dict[str, str]]:
+    """Clinician and visit-type names of appointments the caller already holds (no clinical content)."""
+    if not appointment_ids:
+        return {}
+    rows = await session.execute(
+        select(Appointment.id, User.display_name, VisitType.name)
+        .join(Practitioner, Practitioner.id == Appointment.practitioner_id)
+        .join(User, User.id == Practitioner.user_id)
+        .join(VisitType, VisitType.id == Appointment.visit_type_id)
+        .where(Appointment.id.in_(appointment_ids))
+    )
+    return {int(aid): {"clinician": str(name), "visit_type": str(vt)} for aid, name, vt in rows.all()}
+
+
 async def practitioner_names(session: AsyncSession, principal: Principal) -> dict[int, str]:
     """Display names of the organization's practitioners (for schedules; no patient data)."""
     rows = await session.execute(

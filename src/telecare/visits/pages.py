@@ -13,7 +13,6 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.policy import Action, Resource
@@ -23,12 +22,13 @@ from telecare.billing import service as billing
 from telecare.billing.models import BillingLineStatus
 from telecare.core.errors import AppError, Forbidden
 from telecare.core.time import utc_now
+from telecare.identity import service as identity
 from telecare.identity.geo import US_STATES
-from telecare.identity.models import Patient, Practitioner, Role, User
+from telecare.identity.models import Patient, Role
 from telecare.licensure import service as licensure
 from telecare.scheduling import availability
 from telecare.scheduling import service as scheduling
-from telecare.scheduling.models import AppointmentStatus, Modality, VisitType
+from telecare.scheduling.models import AppointmentStatus, Modality
 from telecare.visits import notes
 from telecare.visits import service as visits
 from telecare.visits.models import LocationType, NoteStatus
@@ -124,22 +124,6 @@ def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-async def _visit_context(session: AsyncSession, appointment_ids: list[int]) -> dict[int, dict[str, str]]:
-    """Clinician and visit-type names for a list of appointments (no clinical content)."""
-    from telecare.scheduling.models import Appointment
-
-    if not appointment_ids:
-        return {}
-    rows = await session.execute(
-        select(Appointment.id, User.display_name, VisitType.name)
-        .join(Practitioner, Practitioner.id == Appointment.practitioner_id)
-        .join(User, User.id == Practitioner.user_id)
-        .join(VisitType, VisitType.id == Appointment.visit_type_id)
-        .where(Appointment.id.in_(appointment_ids))
-    )
-    return {aid: {"clinician": name, "visit_type": vt} for aid, name, vt in rows.all()}
-
-
 # ---- lists -------------------------------------------------------------------------------------------
 
 
@@ -150,7 +134,7 @@ async def visits_home(request: Request, session: DbSession, principal: CurrentPr
     if principal.role is not Role.PATIENT and not principal.role.is_clinician:
         raise Forbidden("Visits are for patients and clinicians.")
     appts = await scheduling.my_appointments(session, principal)
-    names = await _visit_context(session, [a.id for a in appts])
+    names = await scheduling.visit_labels(session, [a.id for a in appts])
     tz = await scheduling.org_timezone(session, principal.org_id)
     now = utc_now()
     upcoming = sorted((a for a in appts if a.end_at >= now), key=lambda a: a.start_at)
@@ -286,7 +270,7 @@ async def visit_detail(
     from telecare.access.policy import Resource
 
     appt = await scheduling.load_appointment(session, principal, appointment_id, resource=Resource.VISIT)
-    names = await _visit_context(session, [appt.id])
+    names = await scheduling.visit_labels(session, [appt.id])
     tz = await scheduling.org_timezone(session, appt.org_id)
     window = await visits.check_in_window(session, appt)
     policy = await availability.get_policy(session, appt.org_id)
@@ -397,7 +381,7 @@ async def _check_in_page(
     consent = await visits.current_consent(session, appt.org_id)
     window = await visits.check_in_window(session, appt)
     tz = await scheduling.org_timezone(session, appt.org_id)
-    patient = await session.get(Patient, appt.patient_id)
+    patient = await identity.get_patient(session, principal, patient_id=appt.patient_id)
     defaults = {
         "location_type": "home",
         "address_line": patient.address_line if patient else "",
@@ -556,7 +540,7 @@ async def _note_page(
     events = await visits.timeline(session, principal, appointment_id=appointment_id)
     lines = await billing.lines_for_visit(session, principal, appointment_id=appointment_id)
     addenda = await notes.addenda(session, note.id)
-    patient = await session.get(Patient, appt.patient_id)
+    patient = await identity.get_patient(session, principal, patient_id=appt.patient_id)
     tz = await scheduling.org_timezone(session, appt.org_id)
     status = ctx.pop("status_code", 200)
     ctx.setdefault("errors", [])
@@ -715,7 +699,7 @@ async def _billing_page(
     chosen = BillingLineStatus(status) if status in {s.value for s in BillingLineStatus} else None
     lines = await billing.lines_for_review(session, principal, status=chosen)
     trail = {line.id: await billing.adjustments(session, line.id) for line in lines}
-    names = await _visit_context(session, [line.appointment_id for line in lines])
+    names = await scheduling.visit_labels(session, [line.appointment_id for line in lines])
     return _page(
         request,
         "visits/billing.html",
