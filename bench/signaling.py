@@ -36,6 +36,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from telecare.auth import sessions
+from telecare.auth.principal import system_principal
 from telecare.config import Mode, Settings
 from telecare.core import migrate
 from telecare.core.db import Database
@@ -105,7 +106,7 @@ async def seed(settings: Settings, count: int) -> list[VisitSeed]:
             for i in range(count):
                 pu = await identity.create_user(
                     s,
-                    org_id=org.id,
+                    system_principal(org.id),
                     email=f"p{i}@bench.test",
                     role=Role.PATIENT,
                     display_name=f"Patient {i}",
@@ -113,7 +114,7 @@ async def seed(settings: Settings, count: int) -> list[VisitSeed]:
                 )
                 du = await identity.create_user(
                     s,
-                    org_id=org.id,
+                    system_principal(org.id),
                     email=f"d{i}@bench.test",
                     role=Role.PHYSICIAN,
                     display_name=f"Doctor {i}",

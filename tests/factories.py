@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from telecare.audit import service as audit
 from telecare.auth import sessions
+from telecare.auth.principal import system_principal
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity import service
@@ -74,7 +74,12 @@ async def make_user(
         n = next(_seq)
         email = email or f"{role}{n}@org{org_id}.test"
         user = await service.create_user(
-            s, org_id=org_id, email=email, role=role, display_name=f"{role.title()} {n}", password=password
+            s,
+            system_principal(org_id),
+            email=email,
+            role=role,
+            display_name=f"{role.title()} {n}",
+            password=password,
         )
         secret = sessions.totp_secret(db.settings, user)
         practitioner_id = None
@@ -103,7 +108,7 @@ async def make_patient(
         if with_login:
             user = await service.create_user(
                 s,
-                org_id=org_id,
+                system_principal(org_id),
                 email=email,
                 role=Role.PATIENT,
                 display_name=f"Patient {n}",
@@ -192,11 +197,11 @@ async def token_for(db: Database, account: Account, scopes: list[str] | None = N
         assert user is not None
         _, token = await service.issue_token(
             s,
-            user=user,
+            system_principal(user.org_id),
+            user_id=user.id,
             scopes=scopes or ["user/*.cruds"],
             name="test",
             expires_in_days=None,
-            actor=audit.SYSTEM_ACTOR,
         )
         return token
 
@@ -205,11 +210,25 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+LOGIN_CSRF_COOKIE = "tc_login_csrf"
+
+
+async def login_post(client: httpx.AsyncClient, data: dict[str, str]) -> httpx.Response:
+    """POST /login as the sign-in form does: with the login CSRF token of the form's cookie (fetched with
+    the form when the client holds none yet)."""
+    token = client.cookies.get(LOGIN_CSRF_COOKIE)
+    if token is None:
+        await client.get("/login")
+        token = client.cookies.get(LOGIN_CSRF_COOKIE)
+    assert token, "GET /login set no login CSRF cookie"
+    return await client.post("/login", data={**data, "csrf_token": token})
+
+
 async def web_login(client: httpx.AsyncClient, account: Account) -> str:
     """Sign in through the real pages (password, then TOTP for staff); returns the CSRF token."""
     import re
 
-    r = await client.post("/login", data={"email": account.email, "password": account.password})
+    r = await login_post(client, {"email": account.email, "password": account.password})
     assert r.status_code == 303, r.text
     if account.role is not Role.PATIENT:
         assert account.totp_secret is not None

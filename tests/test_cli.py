@@ -21,7 +21,7 @@ from telecare.config import Mode, Settings
 from telecare.core.db import Database
 from telecare.identity.demo import DEMO_DOMAIN, demo_password
 from telecare.identity.models import CareTeamMember, Patient, Role, User
-from tests.factories import bearer, make_org, make_patient, make_user, token_for, web_login
+from tests.factories import bearer, login_post, make_org, make_patient, make_user, token_for, web_login
 from tests.subprocesses import SRC, run_cli, run_telecare
 
 NEW_PASSWORD = "a long enough passphrase"
@@ -34,7 +34,7 @@ def _secret_from(stdout: str) -> str:
 
 
 async def _sign_in(client: httpx.AsyncClient, email: str, password: str, code: str | None) -> httpx.Response:
-    r = await client.post("/login", data={"email": email, "password": password})
+    r = await login_post(client, {"email": email, "password": password})
     assert r.status_code == 303, r.text
     if code is None:
         return r
@@ -118,7 +118,7 @@ async def test_users_disable_revokes_sessions_and_tokens(
     assert (await client.get("/api/v1/me")).status_code == 401
     client.cookies.clear()
     assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 401
-    r = await client.post("/login", data={"email": nurse.email, "password": nurse.password})
+    r = await login_post(client, {"email": nurse.email, "password": nurse.password})
     assert r.status_code == 401
 
 

@@ -21,7 +21,7 @@ from telecare.scheduling.models import (
     VisitType,
 )
 from telecare.visits.models import ConsentText
-from tests.factories import Account, add_license, make_org, make_patient, make_user
+from tests.factories import Account, add_license, login_post, make_org, make_patient, make_user
 
 # Tuesday 1 December 2026, 12:00 UTC (07:00 in New York). Visits are booked on Wednesday 2 December.
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -132,7 +132,7 @@ async def login(client: httpx.AsyncClient, account: Account) -> str:
 
     import pyotp
 
-    r = await client.post("/login", data={"email": account.email, "password": account.password})
+    r = await login_post(client, {"email": account.email, "password": account.password})
     assert r.status_code == 303, r.text
     if account.role is not Role.PATIENT:
         assert account.totp_secret is not None

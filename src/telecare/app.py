@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from telecare import __version__, domains
 from telecare.auth.dependencies import has_credentials, public
@@ -44,6 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Telecare API",
         version=__version__,
         lifespan=lifespan,
+        # FastAPI's own /docs loads Swagger UI from a CDN, which the CSP refuses: web/api_docs.py serves
+        # it from this server instead (off in production unless TELECARE_API_DOCS says otherwise).
+        docs_url=None,
+        redoc_url=None,
         description="Virtual care: visits, patient portal, remote monitoring. Errors are RFC 9457 "
         "problem+json; FHIR errors are OperationOutcome.",
     )
@@ -56,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     from telecare.web import mount_web
+    from telecare.web.api_docs import mount_api_docs
 
+    mount_api_docs(app, enabled=settings.docs_enabled)  # before /static, which would shadow its mount
     mount_web(app)
     for router in domains.routers():
         app.include_router(router)
@@ -66,13 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness probe."""
         return {"status": "ok", "version": __version__}
 
-    app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
+    # Middleware runs outermost-last-added: the security headers wrap everything, the 413 of the body
+    # limit and the 400 of the host check included.
     ingest_paths = ("/api/v1/monitoring/readings", "/fhir/R4", "/api/v1/entries")
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         overrides=dict.fromkeys(ingest_paths, settings.rpm_max_body_bytes),
     )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts())
+    app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)
     return app
 
 

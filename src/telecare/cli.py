@@ -150,15 +150,21 @@ def orgs_create(
     privacy_email: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Create an organization."""
-    from telecare.identity.models import Organization
+    from telecare.auth.principal import system_principal
+    from telecare.core.errors import AppError
+    from telecare.identity import service
 
     async def go(session: AsyncSession, _: Settings) -> int:
-        org = Organization(name=name, slug=slug, privacy_contact_email=privacy_email)
-        session.add(org)
-        await session.flush()
+        org = await service.create_organization(
+            session, system_principal(), name=name, slug=slug, privacy_email=privacy_email
+        )
         return org.id
 
-    typer.echo(f"organization {run_in_uow(go)} created")
+    try:
+        org_id = run_in_uow(go)
+    except AppError as exc:
+        fail(exc.detail if not exc.errors else f"{exc.errors[0].field}: {exc.errors[0].message}")
+    typer.echo(f"organization {org_id} created")
 
 
 @users_app.command("create")
@@ -178,6 +184,7 @@ def users_create(
 ) -> None:
     """Create a user. Staff get a TOTP secret to enrol (printed once)."""
     from telecare.auth import sessions
+    from telecare.auth.principal import system_principal
     from telecare.identity import service
     from telecare.identity.models import Role
 
@@ -193,7 +200,7 @@ def users_create(
         organization = await _org(session, org)
         user = await service.create_user(
             session,
-            org_id=organization.id,
+            system_principal(organization.id),
             email=email,
             role=role_value,
             display_name=name or email.split("@")[0],
@@ -221,34 +228,18 @@ def users_create(
 @users_app.command("disable")
 def users_disable(email: Annotated[str, typer.Option()]) -> None:
     """Disable a user and revoke all their sessions and tokens at once."""
-    from telecare.audit import service as audit
-    from telecare.audit.models import AuditAction, Purpose
-    from telecare.auth import sessions
+    from telecare.auth.principal import system_principal
+    from telecare.identity import service
     from telecare.identity.models import User
 
-    async def go(session: AsyncSession, settings: Settings) -> None:
+    async def go(session: AsyncSession, _: Settings) -> None:
         user = (
             await session.execute(select(User).where(func.lower(User.email) == email.lower()))
         ).scalar_one_or_none()
         if user is None:
             fail("no such user")
             return
-        from telecare.core.time import utc_now
-
-        user.is_active = False
-        user.disabled_at = utc_now()
-        await sessions.revoke_all_credentials(session, user.id)
-        await audit.record(
-            session,
-            audit.SYSTEM_ACTOR,
-            key=settings.secret("audit_hmac_key").encode(),
-            action=AuditAction.UPDATE,
-            resource_type="User",
-            resource_id=user.id,
-            org_id=user.org_id,
-            purpose=Purpose.OPERATIONS,
-            detail={"is_active": False},
-        )
+        await service.set_active(session, system_principal(user.org_id), user_id=user.id, active=False)
 
     run_in_uow(go)
     typer.echo("user disabled; sessions and tokens revoked")
@@ -300,7 +291,7 @@ def tokens_create(
     """Issue an API bearer token; the token is the last line printed."""
     import re
 
-    from telecare.audit import service as audit
+    from telecare.auth.principal import system_principal
     from telecare.identity import service
     from telecare.identity.models import User
 
@@ -319,11 +310,11 @@ def tokens_create(
         assert record is not None
         _record, token = await service.issue_token(
             session,
-            user=record,
+            system_principal(record.org_id),
+            user_id=record.id,
             scopes=flat,
             name=name,
             expires_in_days=expires_in_days,
-            actor=audit.SYSTEM_ACTOR,
         )
         return token
 
@@ -335,14 +326,15 @@ def tokens_create(
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
     """Revoke a token by id."""
-    from telecare.core.time import utc_now
+    from telecare.auth.principal import system_principal
+    from telecare.identity import service
     from telecare.identity.models import ApiToken
 
     async def go(session: AsyncSession, _: Settings) -> bool:
         record = await session.get(ApiToken, token_id)
         if record is None:
             return False
-        record.revoked_at = record.revoked_at or utc_now()
+        await service.revoke_token(session, system_principal(record.org_id), token_id=token_id)
         return True
 
     if not run_in_uow(go):

@@ -83,8 +83,41 @@ class Settings(BaseSettings):
     rpm_missing_data_days: int = 3  # default of the missing-data rule (per-patient override possible)
 
     cookie_secure: bool = False
+    # Host names the server answers to (Host header); others get 400 before routing, so no redirect or link
+    # is ever built from a forged Host. Empty: the base_url's host, localhost and 127.0.0.1 (and the test
+    # client's "testserver" in test mode). Comma-separated in TELECARE_ALLOWED_HOSTS; "*" allows any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Interactive API documentation at /docs (Swagger UI, served from this server). Default: on, except in
+    # production, where the API description stays at /openapi.json only.
+    api_docs: bool | None = None
+    # Failed TOTP codes in a row before the account is locked (like passwords; docs/security.md).
+    totp_max_failures: int = 10
+    # Failed password re-entries for break-the-glass before the account is locked.
+    break_glass_max_failures: int = 5
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    def trusted_hosts(self) -> list[str]:
+        """The Host header values accepted (see allowed_hosts)."""
+        if self.allowed_hosts:
+            return list(self.allowed_hosts)
+        from urllib.parse import urlsplit
+
+        hosts = {urlsplit(self.base_url).hostname or "127.0.0.1", "localhost", "127.0.0.1", "::1"}
+        if self.mode is Mode.TEST:
+            hosts.add("testserver")
+        return sorted(hosts)
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.mode is not Mode.PRODUCTION
 
     @field_validator("stun_urls", "turn_urls", mode="before")
     @classmethod

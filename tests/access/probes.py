@@ -297,7 +297,9 @@ async def _user_create(world: World, caller: Caller, t: Target) -> Outcome:
     body: dict[str, Any] = {
         "email": email,
         "display_name": "Created User",
-        "role": "nurse",
+        # A role every creator in the policy covers (admins may not mint clinical accounts:
+        # tests/identity/test_findings.py); the matrix tests the organization boundary.
+        "role": "informatics",
         "password": "a long enough password",
     }
     if t.data["org_id"] != world.a.org_id:

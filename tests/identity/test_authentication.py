@@ -17,8 +17,8 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from pydantic import SecretStr
 from sqlalchemy import select, text
 
-from telecare.audit import service as audit
 from telecare.auth import sessions
+from telecare.auth.principal import system_principal
 from telecare.config import Settings
 from telecare.core.crypto import DecryptionError
 from telecare.core.db import Database
@@ -30,6 +30,7 @@ from tests.factories import (
     Account,
     add_to_care_team,
     bearer,
+    login_post,
     make_org,
     make_patient,
     make_user,
@@ -52,7 +53,7 @@ def _csrf(html: str) -> str:
 
 async def _password_step(client: httpx.AsyncClient, account: Account, password: str | None = None) -> str:
     """POST /login; returns the session cookie value it set."""
-    r = await client.post("/login", data={"email": account.email, "password": password or account.password})
+    r = await login_post(client, {"email": account.email, "password": password or account.password})
     assert r.status_code == 303, r.text
     return client.cookies[COOKIE]
 
@@ -136,11 +137,11 @@ async def test_login_rehashes_a_hash_made_with_weaker_parameters(
         user.password_hash = weak
 
     # A wrong password never touches the stored hash.
-    r = await client.post("/login", data={"email": patient.email, "password": "wrong password here"})
+    r = await login_post(client, {"email": patient.email, "password": "wrong password here"})
     assert r.status_code == 401
     assert (await _user(db, patient.user_id)).password_hash == weak
 
-    r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+    r = await login_post(client, {"email": patient.email, "password": PASSWORD})
     assert r.status_code == 303
     upgraded = (await _user(db, patient.user_id)).password_hash
     assert upgraded is not None
@@ -149,7 +150,7 @@ async def test_login_rehashes_a_hash_made_with_weaker_parameters(
     assert (params.memory_cost, params.time_cost, params.parallelism) == (19_456, 2, 1)
     # The upgraded hash still accepts the same password.
     client.cookies.clear()
-    r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+    r = await login_post(client, {"email": patient.email, "password": PASSWORD})
     assert r.status_code == 303
     assert (await _user(db, patient.user_id)).password_hash == upgraded
 
@@ -165,20 +166,20 @@ async def test_account_locks_after_repeated_failures_and_unlocks_after_the_locko
     assert isinstance(patient, Account)
     freeze_clock(utc_now())
     for _ in range(settings.login_max_failures):
-        r = await client.post("/login", data={"email": patient.email, "password": "not the password"})
+        r = await login_post(client, {"email": patient.email, "password": "not the password"})
         assert r.status_code == 401
-        assert "The email or password is not correct." in r.text
+        assert "The email or password is not correct, or the account is locked" in r.text
     # Even the right password is refused while locked, with a message that says so.
-    r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+    r = await login_post(client, {"email": patient.email, "password": PASSWORD})
     assert r.status_code == 401
     assert "locked" in r.text
     assert COOKIE not in r.cookies
     advance_clock(timedelta(minutes=settings.login_lockout_minutes - 1))
-    r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+    r = await login_post(client, {"email": patient.email, "password": PASSWORD})
     assert r.status_code == 401
     assert "locked" in r.text
     advance_clock(timedelta(minutes=1, seconds=1))
-    r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+    r = await login_post(client, {"email": patient.email, "password": PASSWORD})
     assert r.status_code == 303
     assert r.headers["location"] == "/home"
     async with db.engine.connect() as conn:
@@ -202,9 +203,9 @@ async def test_login_rate_limit_per_ip_answers_429_with_retry_after(app_with: An
     client = await app_with(login_rate_per_ip_per_minute=3)
     async with client:
         for _ in range(3):
-            r = await client.post("/login", data={"email": "nobody@x.test", "password": "guess guess"})
+            r = await login_post(client, {"email": "nobody@x.test", "password": "guess guess"})
             assert r.status_code == 401
-        r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+        r = await login_post(client, {"email": patient.email, "password": PASSWORD})
         assert r.status_code == 429
         assert "Too many sign-in attempts" in r.text
         retry = int(r.headers["retry-after"])
@@ -216,10 +217,10 @@ async def test_login_rate_limit_per_ip_answers_429_with_retry_after(app_with: An
             base_url="http://testserver",
         )
         async with other:
-            r = await other.post("/login", data={"email": patient.email, "password": PASSWORD})
+            r = await login_post(other, {"email": patient.email, "password": PASSWORD})
             assert r.status_code == 303
         advance_clock(timedelta(seconds=retry))
-        r = await client.post("/login", data={"email": patient.email, "password": PASSWORD})
+        r = await login_post(client, {"email": patient.email, "password": PASSWORD})
         assert r.status_code == 303
 
 
@@ -233,11 +234,9 @@ async def test_concurrent_first_logins_from_one_address_never_fail_with_500(
     assert isinstance(patient, Account)
     client = await app_with(login_rate_per_ip_per_minute=4)
     async with client:
+        await client.get("/login")  # one form (and its CSRF cookie) for the racing posts
         responses = await asyncio.gather(
-            *(
-                client.post("/login", data={"email": patient.email, "password": "wrong password!"})
-                for _ in range(8)
-            )
+            *(login_post(client, {"email": patient.email, "password": "wrong password!"}) for _ in range(8))
         )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [401] * 4 + [429] * 4, statuses
@@ -251,7 +250,7 @@ async def test_session_cookie_is_httponly_samesite_and_rotates_after_totp(
 ) -> None:
     org = await make_org(db)
     doc = await make_user(db, org, Role.PHYSICIAN)
-    r = await client.post("/login", data={"email": doc.email, "password": doc.password})
+    r = await login_post(client, {"email": doc.email, "password": doc.password})
     assert r.status_code == 303
     assert r.headers["location"] == "/login/enrol"
     set_cookie = r.headers["set-cookie"]
@@ -396,7 +395,7 @@ async def test_patient_session_needs_no_totp(client: httpx.AsyncClient, db: Data
     org = await make_org(db)
     account = await make_patient(db, org, with_login=True)
     assert isinstance(account, Account)
-    r = await client.post("/login", data={"email": account.email, "password": account.password})
+    r = await login_post(client, {"email": account.email, "password": account.password})
     assert r.headers["location"] == "/home"
     r = await client.get("/api/v1/me")
     assert r.status_code == 200
@@ -440,7 +439,7 @@ async def test_one_totp_code_submitted_twice_at_once_signs_in_only_once(app: Any
     freeze_clock(utc_now())
     clients = [
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, client=(f"192.0.2.{i}", 1)), base_url="http://t"
+            transport=httpx.ASGITransport(app=app, client=(f"192.0.2.{i}", 1)), base_url="http://testserver"
         )
         for i in (1, 2)
     ]
@@ -595,7 +594,12 @@ async def test_token_revocation_is_immediate_and_expiry_is_enforced(
         user = await s.get(User, doc.user_id)
         assert user is not None
         _, expiring = await service.issue_token(
-            s, user=user, scopes=["user/*.cruds"], name="short", expires_in_days=1, actor=audit.SYSTEM_ACTOR
+            s,
+            system_principal(user.org_id),
+            user_id=user.id,
+            scopes=["user/*.cruds"],
+            name="short",
+            expires_in_days=1,
         )
     assert (await client.get(f"/api/v1/patients/{pid}", headers=bearer(expiring))).status_code == 200
     advance_clock(timedelta(days=1) - timedelta(seconds=5))
@@ -673,7 +677,7 @@ async def test_disabled_user_cannot_sign_in(client: httpx.AsyncClient, db: Datab
         user = await s.get(User, account.user_id)
         assert user is not None
         user.is_active = False
-    r = await client.post("/login", data={"email": account.email, "password": account.password})
+    r = await login_post(client, {"email": account.email, "password": account.password})
     assert r.status_code == 401
     assert COOKIE not in r.cookies
 

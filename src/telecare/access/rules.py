@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from telecare.access.policy import role_covers
 from telecare.identity.models import Role
 
 if TYPE_CHECKING:
@@ -56,3 +57,16 @@ def is_visit_clinician(principal: Principal, *, practitioner_id: int | None) -> 
 def is_the_patient(principal: Principal, *, patient_id: int | None) -> bool:
     """The caller is the patient the record belongs to."""
     return principal.role is Role.PATIENT and patient_id is not None and principal.patient_id == patient_id
+
+
+def is_system(principal: Principal) -> bool:
+    """The operator's own tools (the `telecare` CLI, scheduled tasks): trusted with the shell and the
+    database already, named and audited as the system actor."""
+    return principal.kind == "system"
+
+
+def may_grant_role(principal: Principal, role: Role) -> bool:
+    """A credential or account may only be handed out by someone whose own grants cover the role's: an admin
+    who chooses a physician's password (or holds a clinician's token) would read clinical data through it
+    (minimum necessary; docs/security.md). Operators create clinical accounts with `telecare users create`."""
+    return is_system(principal) or role_covers(principal.role, role)

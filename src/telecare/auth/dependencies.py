@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from telecare.auth.principal import Principal
 from telecare.config import Settings
@@ -71,6 +73,13 @@ async def public() -> None:
 public.__telecare_public__ = True  # type: ignore[attr-defined]
 
 
+def same_origin(conn: HTTPConnection, origin: str) -> bool:
+    """`origin` (an Origin header) names this server: the configured base URL or the Host it was reached
+    at (which TrustedHostMiddleware has already checked against the allowed hosts)."""
+    netloc = urlsplit(origin).netloc
+    return netloc in {conn.headers.get("host", ""), urlsplit(conn.app.state.settings.base_url).netloc}
+
+
 def has_credentials(request: Request) -> bool:
     """The request carries a bearer token or a session cookie (read by the error handlers)."""
     return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE))
@@ -100,7 +109,8 @@ async def resolve_principal(request: Request, session: AsyncSession) -> Principa
     return None
 
 
-async def _check_csrf(request: Request, principal: Principal) -> None:
+async def check_csrf(request: Request, principal: Principal) -> None:
+    """Every cookie-authenticated write carries the session's CSRF token (header or form field)."""
     if principal.kind != "session" or request.method not in UNSAFE_METHODS:
         return
     supplied = request.headers.get(CSRF_HEADER)
@@ -138,7 +148,7 @@ def Authenticated(  # noqa: N802 - reads as a declaration on the route
             and not allow_unverified_mfa
         ):
             raise MfaRequired("Complete two-factor verification first.")
-        await _check_csrf(request, principal)
+        await check_csrf(request, principal)
         if roles and principal.role not in roles:
             raise Forbidden("Your role cannot use this operation.")
         request.state.principal = principal

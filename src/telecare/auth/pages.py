@@ -10,10 +10,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from telecare.auth import sessions
-from telecare.auth.dependencies import SESSION_COOKIE, Authenticated, DbSession, client_addr, public
+from telecare.auth.dependencies import (
+    SESSION_COOKIE,
+    Authenticated,
+    DbSession,
+    client_addr,
+    public,
+    same_origin,
+)
 from telecare.auth.principal import Principal
-from telecare.core.crypto import token_digest
+from telecare.core.crypto import constant_time_equal, new_token, token_digest
 from telecare.core.errors import TooManyRequests
+from telecare.core.time import utc_now
 from telecare.identity import service
 from telecare.identity.models import User, WebSession
 from telecare.web.templating import page
@@ -46,10 +54,74 @@ NOTICES = {
 }
 
 
+def login_refused_message(settings: Any) -> str:
+    return (
+        "The email or password is not correct, or the account is locked after "
+        f"{settings.login_max_failures} failed attempts. Wait {settings.login_lockout_minutes} minutes "
+        "if you may have mistyped several times."
+    )
+
+
+def _login_refused(request: Request, email: str, status_code: int = 401) -> HTMLResponse:
+    return _login_page(
+        request,
+        status_code=status_code,
+        error=login_refused_message(request.app.state.settings),
+        email=email,
+    )
+
+
+LOGIN_CSRF_COOKIE = "tc_login_csrf"
+
+
+def _login_page(
+    request: Request,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    email: str = "",
+    notice: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The sign-in form with a fresh login CSRF token, in the form and in a cookie (double submit)."""
+    token = new_token()
+    response = page(
+        request,
+        "login.html",
+        status_code=status_code,
+        headers=headers,
+        error=error,
+        email=email,
+        notice=notice,
+        login_csrf=token,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.app.state.settings.cookie_secure,
+        path="/login",
+        max_age=3600,
+    )
+    return response
+
+
+def _login_csrf_ok(request: Request, supplied: str) -> bool:
+    """Login CSRF defence (OWASP): a cross-site page must not sign the victim into the attacker's account.
+    The Origin, when the browser sends one (every browser does on a POST), must be ours, and the form must
+    carry the token of the cookie set with the form."""
+    origin = request.headers.get("origin")
+    if origin is not None and not same_origin(request, origin):
+        return False
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
+    return bool(cookie and supplied and constant_time_equal(cookie, supplied))
+
+
 @router.get("/login", response_class=HTMLResponse, dependencies=[PublicRoute])
 async def login_form(request: Request) -> HTMLResponse:
     notice = NOTICES.get(request.query_params.get("reason", ""))
-    return page(request, "login.html", error=None, email="", notice=notice)
+    return _login_page(request, notice=notice)
 
 
 @router.post("/login", response_class=HTMLResponse, dependencies=[PublicRoute])
@@ -58,27 +130,30 @@ async def login(
     session: DbSession,
     email: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=256)],
+    csrf_token: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
+    if not _login_csrf_ok(request, csrf_token):
+        return _login_page(
+            request,
+            status_code=403,
+            error="This sign-in form has expired or did not come from this site. Please sign in again.",
+            email=email,
+        )
     addr = client_addr(request)
     try:
         outcome = await service.authenticate(session, email=email, password=password, client_addr=addr)
     except TooManyRequests as exc:
-        return page(
+        return _login_page(
             request,
-            "login.html",
             status_code=429,
             headers=exc.headers,
             error="Too many sign-in attempts from this address. Wait a minute and try again.",
             email=email,
         )
     if not outcome.ok or outcome.user is None:
-        message = (
-            "This account is locked after repeated failed sign-ins. Try again in "
-            f"{(outcome.retry_after or 60) // 60 + 1} minutes."
-            if outcome.reason == "locked"
-            else "The email or password is not correct."
-        )
-        return page(request, "login.html", status_code=401, error=message, email=email)
+        # One message whether the account is unknown, the password wrong or the account locked: the answer
+        # must not tell an attacker which emails have accounts (docs/security.md, account enumeration).
+        return _login_refused(request, email)
     user = outcome.user
     new = await sessions.create_web_session(
         session, user, client_addr=addr, mfa_verified=user.role == "patient"
@@ -89,6 +164,7 @@ async def login(
         target = "/login/totp" if user.totp_enrolled_at else "/login/enrol"
     response = RedirectResponse(target, status_code=303)
     _set_cookie(request, response, new.token)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
 
@@ -159,6 +235,11 @@ async def _second_factor(
             principal=principal,
             error="Too many attempts. Wait a minute and try again.",
         )
+    if not ok and user.locked_until is not None and user.locked_until > utc_now():
+        # Locked (now or by this code): the pending session is revoked; sign in again after the lockout.
+        refused = _login_refused(request, "", status_code=401)
+        refused.delete_cookie(SESSION_COOKIE, path="/")
+        return refused
     if not ok:
         context: dict[str, Any] = {
             "principal": principal,

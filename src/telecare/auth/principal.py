@@ -31,6 +31,8 @@ class Principal:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def actor(self) -> Actor:
+        if self.kind == "system":
+            return Actor(None, self.org_id or None, "system", "system", None)
         return Actor(self.user_id, self.org_id, str(self.role), self.kind, self.client_addr)
 
     def has_scope(self, resource: str, letter: str) -> bool:
@@ -46,3 +48,18 @@ class Principal:
             if res in ("*", resource) and letter in letters and set(letters) <= set("cruds"):
                 return True
         return False
+
+
+def system_principal(org_id: int = 0, *, name: str = "cli") -> Principal:
+    """The operator acting through the `telecare` command or a scheduled task, within one organization (0:
+    before any exists, e.g. creating one). Authorised by `access.rules.is_system`, audited as "system"."""
+    return Principal(
+        user_id=0,
+        org_id=org_id,
+        role=Role.ADMIN,
+        kind="system",
+        mfa_verified=True,
+        email=name,
+        display_name=f"system ({name})",
+        purpose=Purpose.OPERATIONS,
+    )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,8 +101,8 @@ def current_totp(secret: str) -> str:
 # ---- rate limits -----------------------------------------------------------------------------------------
 
 
-async def hit_rate_limit(session: AsyncSession, key: str, *, limit: int, window: timedelta) -> None:
-    """Fixed-window counter in the database (shared by all workers). Raises 429 past `limit`.
+async def _bump(session: AsyncSession, key: str, *, window: timedelta) -> RateCounter:
+    """Add one to the fixed-window counter `key` (shared by all workers) and return it.
 
     The row is created with INSERT .. ON CONFLICT DO NOTHING and then read under a row lock, so concurrent
     first hits from one address count against one row instead of colliding on its key (a 500 on
@@ -128,9 +128,48 @@ async def hit_rate_limit(session: AsyncSession, key: str, *, limit: int, window:
     else:
         counter.count += 1
     await session.flush()
+    return counter
+
+
+async def hit_rate_limit(session: AsyncSession, key: str, *, limit: int, window: timedelta) -> None:
+    """Fixed-window rate limit in the database. Raises 429 past `limit`."""
+    counter = await _bump(session, key, window=window)
     if counter.count > limit:
+        now = utc_now()
         retry = max(1, int((counter.window_start + window - now).total_seconds()))
         raise TooManyRequests("Too many attempts; try again later.", headers={"Retry-After": str(retry)})
+
+
+async def count_failure(session: AsyncSession, key: str, *, window: timedelta) -> int:
+    """One more failure under `key` within `window`; returns how many there are now."""
+    return (await _bump(session, key, window=window)).count
+
+
+async def clear_failures(session: AsyncSession, key: str) -> None:
+    await session.execute(delete(RateCounter).where(RateCounter.key == key))
+
+
+async def lock_account(session: AsyncSession, user: User, settings: Settings) -> None:
+    """Lock sign-in for the lockout period and end every web session (API tokens stay: they are separate
+    credentials issued by an admin, revoked on their own)."""
+    now = utc_now()
+    user.locked_until = now + timedelta(minutes=settings.login_lockout_minutes)
+    user.failed_logins = 0
+    await session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user.id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def count_password_failure(session: AsyncSession, user: User, settings: Settings) -> bool:
+    """A wrong password (at sign-in or re-entered to break the glass) counts toward the account lockout;
+    True when this failure locked the account."""
+    user.failed_logins += 1
+    if user.failed_logins >= settings.login_max_failures:
+        await lock_account(session, user, settings)
+        return True
+    return False
 
 
 # ---- sessions --------------------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from telecare.access import flows
+from telecare.access import flows, rules
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
 from telecare.auth.dependencies import CurrentPrincipal, DbSession
+from telecare.auth.principal import Principal
+from telecare.core.errors import Forbidden
 from telecare.core.time import utc_now
 from telecare.identity import service
 from telecare.identity.models import Role
@@ -33,6 +35,11 @@ ROLE_LABELS = {
     Role.INFORMATICS: "Informatics",
     Role.ADMIN: "Administrator",
 }
+
+
+def _grantable(principal: Principal) -> dict[str, str]:
+    """The roles this caller may create accounts for (access.rules.may_grant_role)."""
+    return {str(r): label for r, label in ROLE_LABELS.items() if rules.may_grant_role(principal, r)}
 
 
 @router.get("/users", response_class=HTMLResponse)
@@ -68,7 +75,7 @@ async def enable(request: Request, user_id: int, session: DbSession, principal: 
 async def new_user_form(request: Request, principal: CurrentPrincipal) -> Response:
     """Form to create a user."""
     access.reach_for(principal, Resource.USER, Action.CREATE)
-    return page(request, "admin/user_new.html", roles=ROLE_LABELS, values={}, errors={})
+    return page(request, "admin/user_new.html", grantable=_grantable(principal), values={}, errors={})
 
 
 @router.post("/users", response_class=HTMLResponse)
@@ -82,31 +89,42 @@ async def create_user(
     password: Annotated[str, Form(max_length=256)] = "",
 ) -> Response:
     """Create a user with an initial password; staff enrol TOTP at their first sign-in."""
-    access.reach_for(principal, Resource.USER, Action.CREATE)
     values = {"email": email.strip(), "display_name": display_name.strip(), "role": role}
     errors: dict[str, str] = {}
+
+    def again(status: int) -> Response:
+        return page(
+            request,
+            "admin/user_new.html",
+            status_code=status,
+            grantable=_grantable(principal),
+            values=values,
+            errors=errors,
+        )
+
+    access.reach_for(principal, Resource.USER, Action.CREATE)
     try:
         data = UserCreate.model_validate({**values, "password": password})
     except ValidationError as exc:
         errors = field_errors(exc)
-        return page(
-            request, "admin/user_new.html", status_code=422, roles=ROLE_LABELS, values=values, errors=errors
-        )
+        return again(422)
     try:
         user = await service.create_user(
             session,
-            org_id=principal.org_id,
+            principal,
             email=data.email,
             role=data.role,
             display_name=data.display_name,
             password=data.password,
-            actor=principal.actor(),
         )
     except service.EmailTaken:
         errors["email"] = "A user with this email already exists."
-        return page(
-            request, "admin/user_new.html", status_code=409, roles=ROLE_LABELS, values=values, errors=errors
-        )
+        return again(409)
+    except Forbidden as exc:
+        if not exc.errors:
+            raise
+        errors["role"] = "This role has access beyond your own; the operator creates it."
+        return again(403)
     return RedirectResponse(f"/admin/users?changed={user.id}", status_code=303)
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access import service as access
 from telecare.access.policy import Action, Reach, Resource
 from telecare.audit import service as audit
@@ -40,6 +41,13 @@ class EmailTaken(Conflict):
     title = "Email already registered"
 
 
+class SlugTaken(Conflict):
+    """Another organization uses this slug."""
+
+    code = "slug_taken"
+    title = "Slug already used"
+
+
 class MrnTaken(Conflict):
     """The organization already has a patient with this MRN."""
 
@@ -54,16 +62,50 @@ def _db(session: AsyncSession) -> Database:
 # ---- users ------------------------------------------------------------------------------------------------
 
 
+async def create_organization(
+    session: AsyncSession, principal: Principal, *, name: str, slug: str, privacy_email: str | None = None
+) -> Organization:
+    """A new organization; only the operator (the `telecare` command) creates one."""
+    if not rules.is_system(principal):
+        raise Forbidden("Organizations are created by the operator (`telecare orgs-create`).")
+    slug = slug.strip().lower()
+    if (await session.execute(select(Organization.id).where(Organization.slug == slug))).first():
+        raise SlugTaken(errors=[FieldError("slug", "already used by another organization")])
+    org = Organization(name=name.strip(), slug=slug, privacy_contact_email=privacy_email)
+    session.add(org)
+    await session.flush()
+    await audit.record(
+        session,
+        principal.actor(),
+        action=AuditAction.CREATE,
+        resource_type="Organization",
+        resource_id=org.id,
+        org_id=org.id,
+        purpose=Purpose.OPERATIONS,
+        detail={"slug": slug},
+    )
+    return org
+
+
 async def create_user(
     session: AsyncSession,
+    principal: Principal,
     *,
-    org_id: int,
     email: str,
     role: Role,
     display_name: str,
     password: str | None,
-    actor: audit.Actor = audit.SYSTEM_ACTOR,
 ) -> User:
+    """A user of the caller's organization. The caller's own grants must cover the new role's: nobody hands
+    out an account that reaches data they cannot reach (`access.rules.may_grant_role`)."""
+    access.reach_for(principal, Resource.USER, Action.CREATE)
+    if not rules.may_grant_role(principal, role):
+        raise Forbidden(
+            "You cannot create an account whose role reaches data yours cannot; "
+            "the operator creates it with `telecare users create`.",
+            errors=[FieldError("role", f"{role} is beyond your own access")],
+        )
+    org_id = principal.org_id
     email = email.strip().lower()
     if (await session.execute(select(User.id).where(func.lower(User.email) == email))).first():
         raise EmailTaken(errors=[FieldError("email", "already registered")])
@@ -81,8 +123,7 @@ async def create_user(
         sessions.set_totp_secret(settings, user, sessions.new_totp_secret())
     await audit.record(
         session,
-        actor,
-        key=access.audit_key(session),
+        principal.actor(),
         action=AuditAction.CREATE,
         resource_type="User",
         resource_id=user.id,
@@ -90,6 +131,33 @@ async def create_user(
         purpose=Purpose.OPERATIONS,
         detail={"role": str(role)},
     )
+    return user
+
+
+async def update_user(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    user_id: int,
+    display_name: str | None = None,
+    is_active: bool | None = None,
+) -> User:
+    """Rename, disable or re-enable a user (each change audited)."""
+    user = await get_user(session, principal, user_id=user_id, action=Action.UPDATE)
+    if display_name is not None and display_name != user.display_name:
+        user.display_name = display_name
+        await audit.record(
+            session,
+            principal.actor(),
+            action=AuditAction.UPDATE,
+            resource_type="User",
+            resource_id=user.id,
+            org_id=user.org_id,
+            purpose=Purpose.OPERATIONS,
+            detail={"fields": ["display_name"]},
+        )
+    if is_active is not None and is_active != user.is_active:
+        user = await set_active(session, principal, user_id=user_id, active=is_active)
     return user
 
 
@@ -109,6 +177,7 @@ async def set_active(session: AsyncSession, principal: Principal, *, user_id: in
         action=AuditAction.UPDATE,
         resource_type="User",
         resource_id=user.id,
+        org_id=user.org_id,
         purpose=Purpose.OPERATIONS,
         detail={"is_active": active},
     )
@@ -173,10 +242,7 @@ async def authenticate(
     valid = hasher.verify(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
         if user is not None:
-            user.failed_logins += 1
-            if user.failed_logins >= settings.login_max_failures:
-                user.locked_until = now + timedelta(minutes=settings.login_lockout_minutes)
-                user.failed_logins = 0
+            await sessions.count_password_failure(session, user, settings)
             await _audit_login(session, user, client_addr, AuditOutcome.FAILURE, key, "bad_credentials")
         return LoginOutcome(None, False, "bad_credentials")
     user.failed_logins = 0
@@ -208,7 +274,10 @@ async def _audit_login(
 async def verify_second_factor(
     session: AsyncSession, *, user: User, code: str, client_addr: str | None
 ) -> bool:
-    """TOTP check with a per-user rate limit; a code is accepted once (replay rejected)."""
+    """TOTP check with a per-user rate limit and a lockout after `totp_max_failures` wrong codes in a row
+    (a password alone must not allow guessing codes for ever): the lock ends every web session of the user,
+    the pending one included. A code is accepted once (replay rejected). Never raises for a wrong code, so
+    the count, the lock and the audit entry commit with the response."""
     settings = _db(session).settings
     await sessions.hit_rate_limit(
         session,
@@ -216,12 +285,32 @@ async def verify_second_factor(
         limit=settings.totp_rate_per_user_per_minute,
         window=timedelta(minutes=1),
     )
+    now = utc_now()
+    if user.locked_until is not None and user.locked_until > now:
+        await _audit_login(
+            session, user, client_addr, AuditOutcome.DENIED, access.audit_key(session), "locked"
+        )
+        return False
     # Re-read the replay guard under a row lock: two concurrent submissions of one code (a phished code
     # raced against its owner) must not both see the old last step. SQLite already serialises writers.
     await session.refresh(user, with_for_update=True)
     ok = sessions.verify_totp(settings, user, code)
-    if ok and user.totp_enrolled_at is None:
-        user.totp_enrolled_at = utc_now()
+    failures_key = f"totp-fail:{user.id}"
+    if ok:
+        await sessions.clear_failures(session, failures_key)
+        if user.totp_enrolled_at is None:
+            user.totp_enrolled_at = now
+    else:
+        failures = await sessions.count_failure(
+            session, failures_key, window=timedelta(minutes=settings.login_lockout_minutes)
+        )
+        if failures >= settings.totp_max_failures:
+            await sessions.clear_failures(session, failures_key)
+            await sessions.lock_account(session, user, settings)
+            await _audit_login(
+                session, user, client_addr, AuditOutcome.DENIED, access.audit_key(session), "totp_lockout"
+            )
+            return False
     await _audit_login(
         session,
         user,
@@ -256,13 +345,19 @@ def enrolment_secret(session: AsyncSession, user: User) -> str:
 
 async def issue_token(
     session: AsyncSession,
+    principal: Principal,
     *,
-    user: User,
+    user_id: int,
     scopes: list[str],
     name: str,
     expires_in_days: int | None,
-    actor: audit.Actor,
 ) -> tuple[ApiToken, str]:
+    """A scoped bearer token for a user of the caller's organization. The secret is shown to the caller, so
+    it must not carry grants the caller lacks (`access.rules.may_grant_role`)."""
+    access.reach_for(principal, Resource.API_TOKEN, Action.CREATE)
+    user = await get_user(session, principal, user_id=user_id)
+    if user.id != principal.user_id and not rules.may_grant_role(principal, Role(user.role)):
+        raise Forbidden("You cannot issue a token that reaches data your role cannot reach.")
     if not user.is_active:
         raise Forbidden("The user is disabled.")
     expires = utc_now() + timedelta(days=expires_in_days) if expires_in_days else None
@@ -271,8 +366,7 @@ async def issue_token(
     )
     await audit.record(
         session,
-        actor,
-        key=access.audit_key(session),
+        principal.actor(),
         action=AuditAction.CREATE,
         resource_type="ApiToken",
         resource_id=record.id,

@@ -25,7 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from telecare.auth.dependencies import DbSession, auth_dependency, client_addr, resolve_principal
+from telecare.auth.dependencies import (
+    DbSession,
+    auth_dependency,
+    check_csrf,
+    client_addr,
+    resolve_principal,
+)
 from telecare.auth.principal import Principal
 from telecare.config import Settings
 from telecare.core.crypto import new_token
@@ -145,6 +151,8 @@ async def http_caller(request: Request, session: DbSession) -> LiveCaller:
     if caller is None:
         raise NotAuthenticated()
     if caller.principal is not None:
+        # A cookie-authenticated write needs the CSRF token, as on every other route.
+        await check_csrf(request, caller.principal)
         request.state.principal = caller.principal
     return caller
 
