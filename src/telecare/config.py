@@ -41,10 +41,10 @@ class Settings(BaseSettings):
         default=None, description="base64url of 32 random bytes: AES-256-GCM key for secrets and blobs"
     )
 
-    staff_idle_minutes: int = 15  # NIST SP 800-63B AAL3 inactivity bound (SECURITY_RELIABILITY.md 1.5)
+    staff_idle_minutes: int = 15  # NIST SP 800-63B AAL3 inactivity bound (docs/security.md#sessions)
     patient_idle_minutes: int = 30  # NIST SP 800-63B AAL2 inactivity bound
     session_absolute_hours: int = 12  # NIST SP 800-63B re-authentication at least every 12 h
-    break_glass_minutes: int = 60  # goal 6 in SECURITY_RELIABILITY.md: access expires <= 60 min
+    break_glass_minutes: int = 60  # docs/security.md#goal-6: access expires <= 60 min
 
     login_max_failures: int = 5
     login_lockout_minutes: int = 15
@@ -52,9 +52,10 @@ class Settings(BaseSettings):
     totp_rate_per_user_per_minute: int = 5
 
     max_body_bytes: int = 1_048_576
-    max_upload_bytes: int = 20 * 1024 * 1024  # goal 15: uploads <= 20 MB
+    max_upload_bytes: int = 20 * 1024 * 1024  # docs/security.md#goal-15: uploads <= 20 MB
 
-    argon2_time_cost: int = 2  # OWASP minimum for argon2id: m >= 19 MiB, t >= 2, p = 1 (goal 16)
+    # OWASP minimum for argon2id: m >= 19 MiB, t >= 2, p = 1 (docs/security.md#goal-16)
+    argon2_time_cost: int = 2
     argon2_memory_kib: int = 19_456
     argon2_parallelism: int = 1
 

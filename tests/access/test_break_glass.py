@@ -1,8 +1,8 @@
-"""Break the glass (45 CFR 164.312(a)(2)(ii); SECURITY_RELIABILITY.md 1.3 and goal 6): a clinician outside
-the care team opens one patient's record after giving a reason and re-entering their password. The grant
-lasts at most 60 minutes (the clock is moved, not waited for), every read under it is audited with purpose
-ETREAT, the organization's privacy contact gets an email through a real SMTP server (aiosmtpd) that names
-no patient, and every admin gets an in-app notification."""
+"""Break the glass (45 CFR 164.312(a)(2)(ii); docs/security.md#break-the-glass and #goal-6): a clinician
+outside the care team opens one patient's record after giving a reason and re-entering their password. The
+grant lasts at most 60 minutes (the clock is moved, not waited for), every read under it is audited with
+purpose ETREAT, the organization's privacy contact gets an email through a real SMTP server (aiosmtpd) that
+names no patient, and every admin gets an in-app notification."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, smtp: tuple[Inbox, int]) -> Settings:
     """The shared test settings plus the SMTP server, and a configured grant length of 4 hours that the
-    60-minute ceiling (goal 6) must cut down."""
+    60-minute ceiling (docs/security.md#goal-6) must cut down."""
     return make_settings(
         database_url, tmp_path / "data", smtp_host="127.0.0.1", smtp_port=smtp[1], break_glass_minutes=240
     )

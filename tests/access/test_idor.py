@@ -1,7 +1,7 @@
-"""IDOR / BOLA seeds from SECURITY_RELIABILITY.md 2.2, on a fresh database per test (both backends):
-child records addressed with another patient's ids (OpenEMR #11853), list endpoints checking each id
-(OpenEMR PR #7556), mass assignment of owner fields (OWASP API3), and deny taking precedence over any allow
-(CVE-2026-33302)."""
+"""IDOR / BOLA seeds from docs/security.md#authorization-bug-classes, on a fresh database per test (both
+backends): child records addressed with another patient's ids (OpenEMR #11853), list endpoints checking
+each id (OpenEMR PR #7556), mass assignment of owner fields (OWASP API3), and deny taking precedence over any
+allow (CVE-2026-33302)."""
 
 from __future__ import annotations
 

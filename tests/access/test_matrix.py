@@ -1,4 +1,4 @@
-"""The authorization matrix (SECURITY_RELIABILITY.md goal 1), generated from the one policy table.
+"""The authorization matrix (docs/security.md#goal-1), generated from the one policy table.
 
 Cases: every caller (8 roles, each with an API token and with a web session, + unauthenticated) x every
 Resource x every Action x every relationship (own or assigned / same organization, unrelated / other
@@ -121,8 +121,9 @@ def test_unexposed_grants_list_is_exact() -> None:
 
 def test_matrix_size_meets_goal_one() -> None:
     # 17 callers (8 roles x 2 credentials + anonymous) x 8 resource types x 6 actions x 3 relationships =
-    # 2,448 per backend, 4,896 in all. Goal 1 counts 8 principals x 12 resource types x 6 x 3 = 1,728; with
-    # this table's 8 resource types, 9 principals x 8 x 6 x 3 = 1,296 per credential kind per backend.
+    # 2,448 per backend, 4,896 in all. docs/security.md#goal-1 counts 8 principals x 12 resource types x 6
+    # x 3 = 1,728; with this table's 8 resource types, 9 principals x 8 x 6 x 3 = 1,296 per credential kind
+    # per backend.
     assert len(CASES) == (len(Role) * len(Surface) + 1) * len(Resource) * len(Action) * len(Rel)
     assert len(CASES) >= 1728
 

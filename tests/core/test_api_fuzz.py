@@ -1,4 +1,4 @@
-"""schemathesis against the app's own OpenAPI schema, in-process over ASGI (SECURITY_RELIABILITY.md goal 12):
+"""schemathesis against the app's own OpenAPI schema, in-process over ASGI (docs/security.md#goal-12):
 for a token of every role and for no token, every operation gets generated valid (positive) and invalid
 (negative) requests. Asserted: no 5xx, every documented response (including the problem+json error
 bodies) matches its schema, and without credentials everything but the public health probe is 401.

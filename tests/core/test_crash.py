@@ -1,4 +1,4 @@
-"""Crash durability (SECURITY_RELIABILITY.md goal 7, scaled to CI time): the real server, on a SQLite file
+"""Crash durability (docs/security.md#goal-7, scaled to CI time): the real server, on a SQLite file
 and on PostgreSQL, takes concurrent patient creations; it is SIGKILLed right after an acknowledgement at a
 random point, restarted, and killed again, a few times. Every acknowledged write must be there, nothing that
 was never sent may appear, every created patient has exactly one audit entry, and the chain verifies.

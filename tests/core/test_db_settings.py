@@ -1,5 +1,5 @@
 """The durability settings the crash test relies on are really in force on the app's own connections
-(SECURITY_RELIABILITY.md 4.1-4.2)."""
+(docs/security.md#database-durability)."""
 
 from __future__ import annotations
 

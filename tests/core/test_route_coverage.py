@@ -1,4 +1,4 @@
-"""Deny by default (SECURITY_RELIABILITY.md goal 5): every route the app serves, including routes inside
+"""Deny by default (docs/security.md#goal-5): every route the app serves, including routes inside
 included routers, mounts and WebSocket routes, declares an authentication dependency marked by
 `auth_dependency` somewhere in its dependency tree. Routes that are public on purpose are listed here by
 path and method; anything else without a marker fails, so routes added later by any domain are covered

@@ -118,7 +118,7 @@ async def test_password_hash_is_argon2id_with_owasp_parameters(db: Database) -> 
     assert stored.startswith("$argon2id$v=19$")
     params = extract_parameters(stored)
     assert params.type is Type.ID
-    assert params.memory_cost >= 19_456  # KiB, OWASP minimum (SECURITY_RELIABILITY.md goal 16)
+    assert params.memory_cost >= 19_456  # KiB, OWASP minimum (docs/security.md#goal-16)
     assert params.time_cost >= 2
     assert params.parallelism == 1
     assert PASSWORD not in stored

@@ -1,4 +1,4 @@
-"""Kill test (SECURITY_RELIABILITY.md 4.6): a client posts 10,000 readings with retries while the server is
+"""Kill test (docs/security.md#kill-test): a client posts 10,000 readings with retries while the server is
 SIGKILLed at random moments and restarted. Afterwards every acknowledged reading is stored exactly once,
 nothing unsent exists, and the audit chain verifies. Runs on SQLite and PostgreSQL."""
 

@@ -121,7 +121,8 @@ def _party_for(world: World, rel: Rel) -> Party:
 
 
 def _note(token: str) -> NoteUpdate:
-    """A complete telehealth note (REFERENCE.md 6) whose clinical text carries `token`."""
+    """A complete telehealth note (docs/documentation.md#required-elements) whose clinical text carries
+    `token`."""
     return NoteUpdate(
         provider_location_type="site",
         provider_city="Burlington",

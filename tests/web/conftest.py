@@ -28,7 +28,7 @@ from tests.conftest import _pg_exec, _pg_url, skip_or_fail
 from tests.subprocesses import Server, run_cli, running_server
 
 CHROMIUM = "/usr/bin/chromium"
-# From /work/shared/notes/BROWSER_AND_MEDIA.md: headless as root, fake media, no background networking.
+# docs/browser-tests.md#chromium-flags: headless as root, fake media, no background networking.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

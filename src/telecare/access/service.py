@@ -257,4 +257,4 @@ class BreakGlassRefused(Forbidden):
 
 def break_glass_duration(session: AsyncSession) -> timedelta:
     minutes = as_uow(session).settings.break_glass_minutes
-    return timedelta(minutes=min(minutes, 60))  # goal 6: never beyond 60 minutes
+    return timedelta(minutes=min(minutes, 60))  # docs/security.md#goal-6: never beyond 60 minutes

@@ -1,4 +1,4 @@
-"""Append-only, HMAC-chained audit trail (45 CFR 164.312(b); SECURITY_RELIABILITY.md goals 10 and 11)."""
+"""Append-only, HMAC-chained audit trail (45 CFR 164.312(b); docs/security.md#goal-10 and #goal-11)."""
 
 from __future__ import annotations
 

@@ -204,7 +204,7 @@ async def verify_chain(
 
     The head row catches a deleted tail, but someone who deletes the tail *and* rewrites the head row
     leaves a valid, shorter chain. `anchor` is an (id, MAC) pair printed by an earlier run and kept outside
-    the database (SECURITY_RELIABILITY.md 3: anchor the head hash); that entry must still be as it was."""
+    the database (docs/security.md#audit-trail: anchor the head hash); that entry must still be as it was."""
     prev_mac = GENESIS
     prev_id = 0
     checked = 0

@@ -1,5 +1,5 @@
 """Billing derivation for a signed telehealth visit (pure): E/M code by total time, place of service and
-telehealth modifier. Every number here comes from REFERENCE.md section 2 with its source.
+telehealth modifier. Every number here comes from docs/billing-visits.md with its source.
 
 This proposes lines; a coordinator reviews and may adjust them with a reason (billing/service.py)."""
 
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # Office/outpatient E/M by total time on the date of the encounter. Since CPT 2024 each code has one
-# threshold that "must be met or exceeded" (no ranges, no mid-point rule). REFERENCE.md 2.2a; verified
-# 2026-11-27 against AAPC Primary Care Coding Alert "Look toward office/outpatient time changes in 2024"
-# (aapc.com, 99202 = 15 min met or exceeded), americanmedicalcoding.com "E/M changes for 2024" (table of
-# 2023 ranges vs 2024 thresholds) and AAPC Pediatric Coding Alert reader question (99212 = 10 min).
+# threshold that "must be met or exceeded" (no ranges, no mid-point rule). docs/billing-visits.md#em-by-time;
+# verified 2026-11-27 against AAPC Primary Care Coding Alert "Look toward office/outpatient time changes in
+# 2024" (aapc.com, 99202 = 15 min met or exceeded), americanmedicalcoding.com "E/M changes for 2024" (table
+# of 2023 ranges vs 2024 thresholds) and AAPC Pediatric Coding Alert reader question (99212 = 10 min).
 # 99211 has no time component, so time alone never selects it.
 EM_NEW_PATIENT: tuple[tuple[int, str], ...] = (
     (60, "99205"),  # Office/outpatient visit, new patient, high MDM or >= 60 min
@@ -28,17 +28,17 @@ EM_ESTABLISHED_PATIENT: tuple[tuple[int, str], ...] = (
     (10, "99212"),  # established patient, straightforward MDM or >= 10 min
 )
 
-# Place of service (REFERENCE.md 2.2, CMS POS descriptors).
+# Place of service (docs/billing-visits.md#place-of-service, CMS POS descriptors).
 POS_TELEHEALTH_HOME = "10"  # Telehealth provided in the patient's home
 POS_TELEHEALTH_OTHER = "02"  # Telehealth provided other than in the patient's home
-POS_OFFICE = "11"  # Office: in-person visits (not telehealth) ⚠UV not in REFERENCE.md
-# Modifiers (REFERENCE.md 2.2, FCSO modifiers page).
+POS_OFFICE = "11"  # Office: in-person visits (not telehealth) ⚠UV (docs/billing-visits.md#place-of-service)
+# Modifiers (docs/billing-visits.md#modifiers, FCSO modifiers page).
 MODIFIER_AUDIO_VIDEO = "95"  # Synchronous telemedicine via real-time interactive audio and video
 MODIFIER_AUDIO_ONLY = "93"  # Synchronous telemedicine via telephone or other real-time audio-only system
 
 # Reasons that satisfy the Medicare audio-only condition: the practitioner can do video and the patient
-# cannot or does not consent to video (REFERENCE.md 2.1 permanent CY2025 rule; section 6). A connection
-# that cannot carry video is the patient being unable to use video at that time.
+# cannot or does not consent to video (docs/billing-visits.md#audio-only, the permanent CY2025 rule). A
+# connection that cannot carry video is the patient being unable to use video at that time.
 AUDIO_ONLY_QUALIFYING_REASONS = frozenset(
     {"patient_lacks_video", "patient_declined_video", "connection_quality"}
 )

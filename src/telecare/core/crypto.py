@@ -53,7 +53,7 @@ def constant_time_equal(a: str, b: str) -> bool:
 
 
 class Passwords:
-    """argon2id with OWASP minimum parameters (m >= 19 MiB, t >= 2, p = 1; SECURITY_RELIABILITY.md goal 16).
+    """argon2id with OWASP minimum parameters (m >= 19 MiB, t >= 2, p = 1; docs/security.md#goal-16).
     Hashes made with older parameters are upgraded at the next successful login."""
 
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:

@@ -1,7 +1,7 @@
 """Engine, sessions and the unit of work. The only place that begins and commits transactions.
 
 SQLite: WAL journal, foreign keys on, synchronous=FULL so an acknowledged commit survives a process crash
-and power loss (SECURITY_RELIABILITY.md 4.1), and BEGIN IMMEDIATE so the audit hash chain never forks
+and power loss (docs/security.md#database-durability), and BEGIN IMMEDIATE so the audit hash chain never forks
 under concurrent writers. PostgreSQL: defaults (fsync on, synchronous_commit on).
 """
 

@@ -1,7 +1,7 @@
 """Observation <-> reading mapping (FHIR R4 core vital-signs profile; US Core pulse oximetry; HL7 CGM IG).
 
 Incoming resources are checked here with plain code (fast): required elements, the LOINC code, UCUM units and
-the `status` binding (fhir.resources does not check required bindings, PERFORMANCE_CEILINGS.md)."""
+the `status` binding (fhir.resources does not check required bindings, docs/fhir.md#validation)."""
 
 from __future__ import annotations
 

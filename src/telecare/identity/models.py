@@ -46,14 +46,15 @@ class Sex(enum.StrEnum):
 
 
 class LicenseSource(enum.StrEnum):
-    """How a state licence was obtained. IMLC-issued licences are full state licences (REFERENCE.md 3)."""
+    """How a state licence was obtained. IMLC-issued licences are full state licences
+    (docs/licensure.md#compacts)."""
 
     STATE = "state"
     IMLC = "imlc"
 
 
 class Compact(enum.StrEnum):
-    """Multistate privileges that are not a state licence of their own (REFERENCE.md 3)."""
+    """Multistate privileges that are not a state licence of their own (docs/licensure.md#compacts)."""
 
     NLC = "nlc"  # Nurse Licensure Compact multistate licence, valid in member states
     PSYPACT = "psypact"  # PSYPACT Authority to Practice Interjurisdictional Telepsychology (APIT)

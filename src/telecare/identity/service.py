@@ -162,7 +162,7 @@ async def update_user(
 
 
 async def set_active(session: AsyncSession, principal: Principal, *, user_id: int, active: bool) -> User:
-    """Disabling a user revokes every session and token in the same transaction (goal 19)."""
+    """Disabling a user revokes every session and token in the same transaction (docs/security.md#goal-19)."""
     user = await get_user(session, principal, user_id=user_id, action=Action.UPDATE)
     if user.id == principal.user_id and not active:
         raise Forbidden("You cannot disable your own account.")

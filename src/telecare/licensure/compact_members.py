@@ -1,10 +1,11 @@
-"""Compact membership as data, with the date it was compiled and its sources (REFERENCE.md 3; open item 3).
+"""Compact membership as data, with the date it was compiled and its sources
+(docs/licensure.md#compact-member-lists).
 
 This is a snapshot, not law: re-check against nursecompact.com and psypact.gov before go-live and whenever
 a state enacts or implements a compact. Where the sources disagreed or the status was unclear, the state is
 left out, so the gate fails closed (no privilege) rather than open. A state listed with an effective date
 only counts for visits on or after that date. IMLC is absent on purpose: an IMLC licence is an ordinary
-state licence issued by that state (REFERENCE.md 3), stored as a `License` with source `imlc`."""
+state licence issued by that state (docs/licensure.md#compacts), stored as a `License` with source `imlc`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ NLC = CompactMembership(
     sources=(
         "en.wikipedia.org/wiki/Nurse_Licensure_Compact (participating jurisdictions as of February 2026)",
         "triagestaff.com: NLC members as of June 2024 (Guam, Pennsylvania, Washington partial)",
-        "REFERENCE.md 3: PA implemented 2025-07-07, CT 2025-10-01, MA pending",
+        "docs/licensure.md#compacts: PA implemented 2025-07-07, CT 2025-10-01, MA pending",
     ),
     members=(
         *(

@@ -1,4 +1,4 @@
-"""The licensure gate, as a pure function (REFERENCE.md 3, "Engineering rule").
+"""The licensure gate, as a pure function (docs/licensure.md#the-rule).
 
 The practice of medicine (and nursing, and psychology) happens where the patient is at the time of the
 encounter, so the practitioner needs authority in the patient's *current* state, active on the visit date:
@@ -99,7 +99,7 @@ def authority_in(
     """May a practitioner with these credentials serve a patient located in `state` on `on`?
 
     `practitioner_location`: where the practitioner is; PSYPACT requires them to be in their home state
-    (REFERENCE.md 3). None means not known yet: assume the declared home state."""
+    (docs/licensure.md#compacts). None means not known yet: assume the declared home state."""
     state = state.upper()
     reasons: list[str] = []
     candidates: list[Authority] = []

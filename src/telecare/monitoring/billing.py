@@ -1,7 +1,7 @@
-"""The monthly RPM billing worklist (CY2026 codes, REFERENCE.md 2.5). Every line carries its facts.
+"""The monthly RPM billing worklist (CY2026 codes, docs/rpm.md#rpm-codes). Every line carries its facts.
 
 - 99453 set-up and education: once per episode, with the first 30-day period that has device data
-  (REFERENCE.md flags whether CMS ties it to >= 16 or >= 2 days in 2026 as unverified; we use >= 2).
+  (docs/rpm.md#rpm-codes flags whether CMS ties it to >= 16 or >= 2 days in 2026 as unverified; we use >= 2).
 - Device supply per 30-day period from the episode start: 99454 for 16-30 days with data, 99445 (new in
   2026) for 2-15 days; never both for one period.
 - Treatment management per calendar month, needing >= 1 real-time interactive communication: 99470 (new in

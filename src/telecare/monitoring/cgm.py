@@ -1,8 +1,8 @@
 """CGM consensus metrics and the ambulatory glucose profile (AGP).
 
-International Consensus on Time in Range (Battelino et al., Diabetes Care 2019;42:1593; REFERENCE.md 4):
-TIR 70-180 mg/dL, TBR < 70 and < 54, TAR > 180 and > 250, mean glucose, GMI and %CV, reported only with at
-least 14 days of data and at least 70 % sensor wear."""
+International Consensus on Time in Range (Battelino et al., Diabetes Care 2019;42:1593;
+docs/rpm.md#cgm-metrics): TIR 70-180 mg/dL, TBR < 70 and < 54, TAR > 180 and > 250, mean glucose, GMI and
+%CV, reported only with at least 14 days of data and at least 70 % sensor wear."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Group commit for device uploads: concurrent requests that arrive while a transaction is being written are
 stored together in the next one (one commit, one fsync), each in its own savepoint, and each request is
 answered only after that commit. One commit per small request caps SQLite with synchronous=FULL near
-200 commits/s on this class of disk and PostgreSQL near 2,000/s (PERFORMANCE_CEILINGS.md); coalescing is
-how single-reading posts get past that without weakening durability.
+200 commits/s on this class of disk and PostgreSQL near 2,000/s (docs/performance.md#database-ceilings);
+coalescing is how single-reading posts get past that without weakening durability.
 
 Only device-key callers use it: user callers go through the request's own unit of work, where a denied
 patient is audited even though the request fails."""

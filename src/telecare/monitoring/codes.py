@@ -1,7 +1,7 @@
 """Reading kinds, their LOINC codes and UCUM units, unit conversion and plausibility limits.
 
-Codes and units: REFERENCE.md 1.2 (FHIR core vital-signs profile, US Core pulse oximetry, HL7 CGM IG 1.0.0).
-Every reading is stored in one canonical UCUM unit per kind, with the value and unit as received."""
+Codes and units: docs/fhir.md#vital-signs (FHIR core vital-signs profile, US Core pulse oximetry, HL7 CGM IG
+1.0.0). Every reading is stored in one canonical UCUM unit per kind, with the value and unit as received."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ LOINC_CGM_MASS = "99504-3"  # Glucose [Mass/volume] in Interstitial fluid (HL7 C
 LOINC_CGM_MOLES = "105272-9"  # Glucose [Moles/volume] in Interstitial fluid (HL7 CGM IG)
 LOINC_STEPS = "41950-7"  # Number of steps in 24 hour Measured
 
-# Glucose molar mass 180.156 g/mol: 1 mmol/L = 18.0156 mg/dL (so 3.9 mmol/L ~ 70 mg/dL, REFERENCE.md 4).
+# Glucose molar mass 180.156 g/mol: 1 mmol/L = 18.0156 mg/dL (so 3.9 mmol/L ~ 70 mg/dL,
+# docs/rpm.md#alert-thresholds).
 MG_DL_PER_MMOL_L = 18.0156
 KG_PER_LB = 0.45359237  # international avoirdupois pound, exact
 MMHG_PER_KPA = 7.50062

@@ -2,8 +2,8 @@
 
 Each door turns what it received into `Candidate`s (normalised to LOINC + canonical UCUM, UTC plus the
 original offset, with the original value and unit) or per-item errors; `store` inserts the candidates in one
-statement (duplicates are skipped by the identity hash, SECURITY_RELIABILITY.md 4.4), audits once per
-patient, and hands the new rows to the rule engine. Nothing here commits."""
+statement (duplicates are skipped by the identity hash, docs/security.md#idempotent-ingestion), audits once
+per patient, and hands the new rows to the rule engine. Nothing here commits."""
 
 from __future__ import annotations
 
@@ -189,9 +189,9 @@ def offset_minutes(measured_at: datetime) -> int:
 
 
 def identity(c: Candidate) -> str:
-    """Tidepool-style identity hash (SECURITY_RELIABILITY.md 4.4): patient | normalised device | kind | the
-    device's reading id, or the exact measured-at instant (microseconds) when the device has none. Two
-    genuine readings one second apart differ; a replay, a backlog resend or a backfill does not."""
+    """Tidepool-style identity hash (docs/security.md#idempotent-ingestion): patient | normalised device |
+    kind | the device's reading id, or the exact measured-at instant (microseconds) when the device has
+    none. Two genuine readings one second apart differ; a replay, a backlog resend or a backfill does not."""
     moment = (
         c.device_reading_id
         if c.device_reading_id

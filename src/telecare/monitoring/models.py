@@ -44,7 +44,7 @@ class ReadingSource(enum.StrEnum):
 
 
 class Tier(enum.StrEnum):
-    """Alert tiers (REFERENCE.md 4 design notes: info -> review within 24 h -> same-day call -> immediate)."""
+    """Alert tiers (docs/rpm.md#alert-tiers: info -> review within 24 h -> same-day call -> immediate)."""
 
     IMMEDIATE = "immediate"
     SAME_DAY = "same_day"
@@ -172,7 +172,7 @@ class Reading(Base):
     device_label: Mapped[str | None] = mapped_column(String(100))  # e.g. Nightscout `device` as sent
     trend: Mapped[str | None] = mapped_column(String(20))  # CGM direction (Nightscout)
     # SHA-256 over patient | normalised device | kind | device reading id or exact measured-at time
-    # (SECURITY_RELIABILITY.md 4.4): replays and backfills of the same reading collide here.
+    # (docs/security.md#idempotent-ingestion): replays and backfills of the same reading collide here.
     identity_hash: Mapped[str] = mapped_column(String(64), unique=True)
     entered_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     note: Mapped[str | None] = mapped_column(String(500))

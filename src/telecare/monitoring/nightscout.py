@@ -3,8 +3,9 @@
 
 Authenticated by `api-secret: SHA1(secret)` like cgm-remote-monitor, so xDrip+, nightscout-connect and the
 like send here unchanged. Nightscout upserts on time and type ("one reading per timestamp per type",
-SECURITY_RELIABILITY.md 4.4) and uploaders change their `device` string between versions (Loop issue 1788),
-so all of a patient's Nightscout uploads share one device identity and dedupe on exact time and kind."""
+docs/security.md#idempotent-ingestion) and uploaders change their `device` string between versions (Loop
+issue 1788), so all of a patient's Nightscout uploads share one device identity and dedupe on exact time and
+kind."""
 
 from __future__ import annotations
 

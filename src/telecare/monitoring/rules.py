@@ -1,6 +1,6 @@
 """The default RPM alert rules and their pure evaluation (no database here).
 
-Numbers and sources: REFERENCE.md section 4 (RPM alert thresholds). Every rule can be changed per patient
+Numbers and sources: docs/rpm.md#alert-thresholds. Every rule can be changed per patient
 (ThresholdOverride); an enrolment in the COPD program moves the SpO2 target (BTS 2017)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from telecare.monitoring.codes import KG_PER_LB, Kind, Program
 from telecare.monitoring.models import Tier
 
 # How long each tier may stay unacknowledged before it escalates to the patient's physician. Program
-# choices (REFERENCE.md 4 names the tiers, not the minutes): immediate = the 911-advice call, 15 minutes.
+# choices (docs/rpm.md#alert-tiers: the sources name the tiers, not the minutes): immediate = the
+# 911-advice call, 15 minutes.
 TIER_DEADLINE: dict[Tier, timedelta | None] = {
     Tier.IMMEDIATE: timedelta(minutes=15),
     Tier.SAME_DAY: timedelta(hours=4),
@@ -54,7 +55,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         {"systolic_above": 180, "diastolic_above": 120},
         # AHA/ACC: crisis is SBP > 180 and/or DBP > 120 (2017 ACC/AHA guideline, Whelton, Hypertension
         # 2018;71:1269; kept by the 2025 guideline). With symptoms: 911/ED.
-        "2017 ACC/AHA hypertension guideline (REFERENCE.md 4)",
+        "2017 ACC/AHA hypertension guideline (docs/rpm.md#alert-thresholds)",
         group="bp_high",
     ),
     Rule(
@@ -65,7 +66,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         {"systolic_below": 90, "diastolic_below": 60},
         # No single guideline threshold; SBP < 90 or DBP < 60 (Healio/Osmosis, secondary). A repeat within
         # 15 minutes must confirm it: cuff errors and one-off postural drops are common.
-        "Healio/Osmosis hypotension definition, secondary (REFERENCE.md 4)",
+        "Healio/Osmosis hypotension definition, secondary (docs/rpm.md#alert-thresholds)",
         group="bp_low",
         confirm_minutes=15,
     ),
@@ -93,8 +94,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         GLUCOSE_KINDS,
         Tier.SAME_DAY,
         {"above": 300},
-        # A common escalation / ketone-check trigger; no guideline source found (REFERENCE.md 4, unverified).
-        "Program escalation trigger > 300 mg/dL (unverified, REFERENCE.md 4)",
+        # A common escalation / ketone-check trigger; no guideline source found
+        # (docs/rpm.md#alert-thresholds, unverified).
+        "Program escalation trigger > 300 mg/dL (unverified, docs/rpm.md#alert-thresholds)",
         group="glucose_high",
     ),
     Rule(
@@ -114,7 +116,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         # General target 94-98 %, alert below 90 % (the exact RPM cut-off is a program choice); COPD or
         # hypercapnic risk: target 88-92 %, alert below 88 % (BTS oxygen guideline 2017, Thorax 72 Suppl 1).
         {"below": 90},
-        "BTS emergency oxygen guideline 2017 (REFERENCE.md 4)",
+        "BTS emergency oxygen guideline 2017 (docs/rpm.md#alert-thresholds)",
         group="spo2",
         program_params={Program.COPD: {"below": 88}},
     ),
@@ -126,7 +128,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         # > 3 lb in 1 day -> call the provider (Allina Health; MedStar uses 2 lb: sources vary, so it is
         # configurable per patient)
         {"gain_kg_above": round(3 * KG_PER_LB, 6), "window_hours": 24},
-        "Allina Health HF education: > 3 lb in 1 day (REFERENCE.md 4)",
+        "Allina Health HF education: > 3 lb in 1 day (docs/rpm.md#alert-thresholds)",
         group="weight_day",
         check="weight_gain",
     ),
@@ -136,7 +138,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         frozenset({Kind.WEIGHT}),
         Tier.SAME_DAY,
         {"gain_kg_above": round(5 * KG_PER_LB, 6), "window_hours": 168},
-        "Allina Health / VHF clinic HF education: > 5 lb in 1 week (REFERENCE.md 4)",
+        "Allina Health / VHF clinic HF education: > 5 lb in 1 week (docs/rpm.md#alert-thresholds)",
         group="weight_week",
         check="weight_gain",
     ),
@@ -146,7 +148,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         frozenset({Kind.HEART_RATE}),
         Tier.SAME_DAY,
         {"above": 120},
-        "Program alert > 120 bpm (resting normal 60-100; unverified, REFERENCE.md 4)",
+        "Program alert > 120 bpm (resting normal 60-100; unverified, docs/rpm.md#alert-thresholds)",
         group="hr_high",
     ),
     Rule(
@@ -155,7 +157,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         frozenset({Kind.HEART_RATE}),
         Tier.SAME_DAY,
         {"below": 50},
-        "Program alert < 50 bpm (unverified, REFERENCE.md 4)",
+        "Program alert < 50 bpm (unverified, docs/rpm.md#alert-thresholds)",
         group="hr_low",
     ),
     Rule(
@@ -164,7 +166,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         frozenset({Kind.TEMPERATURE}),
         Tier.WITHIN_24H,
         {"at_or_above": 38.0},
-        "Fever >= 38.0 Cel / 100.4 degF (unverified, REFERENCE.md 4)",
+        "Fever >= 38.0 Cel / 100.4 degF (unverified, docs/rpm.md#alert-thresholds)",
         group="fever",
     ),
     Rule(

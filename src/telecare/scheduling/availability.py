@@ -315,7 +315,8 @@ async def find_slots(
     practitioner_id: int | None = None,
 ) -> SlotSearch:
     """Free slots of practitioners licensed in `state` on each slot's date; when nobody is licensed, the
-    answer says why for each practitioner (the licensure gate at booking, REFERENCE.md 3)."""
+    answer says why for each practitioner (the licensure gate at booking,
+    docs/licensure.md#what-the-code-does)."""
     reach_for(principal, Resource.SCHEDULE, Action.SEARCH)
     state = state.upper()
     if not 1 <= days <= MAX_SEARCH_DAYS:

@@ -29,21 +29,23 @@ from telecare.core.time import utc_now
 
 
 class Modality(enum.StrEnum):
-    VIDEO = "video"  # synchronous audio-video: modifier 95 (REFERENCE.md 2.2)
-    AUDIO = "audio"  # synchronous audio-only: modifier 93 (REFERENCE.md 2.2)
+    VIDEO = "video"  # synchronous audio-video: modifier 95 (docs/billing-visits.md#modifiers)
+    AUDIO = "audio"  # synchronous audio-only: modifier 93 (docs/billing-visits.md#modifiers)
     IN_PERSON = "in-person"
 
 
 class PatientKind(enum.StrEnum):
-    """New vs established patient: decides the E/M family 99202-99205 vs 99212-99215 (REFERENCE.md 2.2a)."""
+    """New vs established patient: decides the E/M family 99202-99205 vs 99212-99215
+    (docs/billing-visits.md#em-by-time)."""
 
     NEW = "new"
     ESTABLISHED = "established"
 
 
 class AppointmentStatus(enum.StrEnum):
-    """The visit state machine. Values follow FHIR R4 appointmentstatus where one exists (REFERENCE.md 1.1);
-    `waiting` and `in_progress` refine FHIR `arrived`, `completed` maps to `fulfilled`."""
+    """The visit state machine. Values follow FHIR R4 appointmentstatus where one exists
+    (docs/fhir.md#appointment-and-encounter); `waiting` and `in_progress` refine FHIR `arrived`, `completed`
+    maps to `fulfilled`."""
 
     BOOKED = "booked"
     CHECKED_IN = "checked_in"  # location attested, consent accepted, licensure re-checked

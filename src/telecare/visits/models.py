@@ -15,7 +15,7 @@ from telecare.core.time import utc_now
 
 
 class LocationType(enum.StrEnum):
-    """Where the patient is: decides POS 10 (home) vs 02 (other) (REFERENCE.md 2.2)."""
+    """Where the patient is: decides POS 10 (home) vs 02 (other) (docs/billing-visits.md#place-of-service)."""
 
     HOME = "home"
     OTHER = "other"
@@ -36,8 +36,9 @@ class VisitEventKind(enum.StrEnum):
 
 
 class ModalityChangeReason(enum.StrEnum):
-    """Why a visit left video. The first two are the Medicare audio-only conditions (REFERENCE.md 2.1, 6:
-    patient at home cannot use, or does not consent to, video); the third is a technical fallback."""
+    """Why a visit left video. The first two are the Medicare audio-only conditions
+    (docs/documentation.md#audio-only-condition: patient at home cannot use, or does not consent to, video);
+    the third is a technical fallback."""
 
     PATIENT_LACKS_VIDEO = "patient_lacks_video"
     PATIENT_DECLINED_VIDEO = "patient_declined_video"
@@ -143,7 +144,8 @@ class VisitParticipant(Base):
 
 
 class VisitNote(Base):
-    """The clinician's note with the telehealth elements of REFERENCE.md section 6. Locked once signed."""
+    """The clinician's note with the telehealth elements of docs/documentation.md#required-elements. Locked
+    once signed."""
 
     __tablename__ = "visit_notes"
 

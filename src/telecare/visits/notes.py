@@ -1,5 +1,6 @@
-"""Visit documentation: the note with the telehealth elements of REFERENCE.md section 6, signing (which
-locks the note and proposes billing lines), addenda, the patient's visit summary and the survey."""
+"""Visit documentation: the note with the telehealth elements of docs/documentation.md#required-elements,
+signing (which locks the note and proposes billing lines), addenda, the patient's visit summary and the
+survey."""
 
 from __future__ import annotations
 
@@ -280,7 +281,8 @@ async def practitioner_name(session: AsyncSession, practitioner_id: int) -> str 
 
 
 def missing_elements(note: VisitNote, facts: VisitFacts) -> list[FieldError]:
-    """REFERENCE.md 6: every required telehealth element, named by the field that must be completed."""
+    """docs/documentation.md#required-elements: every required telehealth element, named by the field that
+    must be completed."""
     missing: list[FieldError] = []
 
     def need(ok: object, field: str, message: str) -> None:
@@ -305,7 +307,7 @@ def missing_elements(note: VisitNote, facts: VisitFacts) -> list[FieldError]:
     need(note.in_person_followup, "in_person_followup", "Say whether and when an in-person visit is needed.")
     need(note.total_minutes, "total_minutes", "Total time on the date of the encounter is required.")
     if used_audio:
-        # Medicare audio-only condition (REFERENCE.md 2.1 and 6).
+        # Medicare audio-only condition (docs/documentation.md#audio-only-condition).
         need(
             note.practitioner_video_capable,
             "practitioner_video_capable",

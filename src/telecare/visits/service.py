@@ -459,7 +459,7 @@ async def switch_modality(
     reason: ModalityChangeReason,
 ) -> Appointment:
     """video <-> audio during the visit, with the reason (it decides modifier 93 vs 95 and the audio-only
-    documentation rule, REFERENCE.md 2.1, 2.2, 6)."""
+    documentation rule, docs/billing-visits.md#modifiers, docs/documentation.md#audio-only-condition)."""
     appt, participant = await _in_progress_participant(session, principal, appointment_id)
     if to_modality not in (Modality.VIDEO, Modality.AUDIO):
         raise ValidationFailed(
