@@ -93,8 +93,6 @@ class Settings(BaseSettings):
     api_docs: bool | None = None
     # Failed TOTP codes in a row before the account is locked (like passwords; docs/security.md).
     totp_max_failures: int = 10
-    # Failed password re-entries for break-the-glass before the account is locked.
-    break_glass_max_failures: int = 5
     trusted_proxies: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
 

@@ -17,8 +17,9 @@ from telecare.access.service import (
 )
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, Purpose
+from telecare.auth.dependencies import defer_independent_write
 from telecare.auth.principal import Principal
-from telecare.auth.sessions import passwords
+from telecare.auth.sessions import count_password_failure, passwords
 from telecare.core.db import as_uow
 from telecare.core.time import utc_now
 from telecare.identity.models import Organization, Patient, User
@@ -35,9 +36,23 @@ async def break_the_glass(
     reach_for(principal, Resource.BREAK_GLASS, Action.CREATE)
     reason = reason.strip()
     db = as_uow(session).db
+    settings = db.settings
+    # The password re-entry is a password check like sign-in: each wrong password counts toward the account
+    # lockout, which ends every session of the user (so guessing stops after login_max_failures tries),
+    # written independently of this refused request's rollback (docs/security.md).
     user = await session.get(User, principal.user_id)
     assert user is not None
-    if len(reason) < MIN_REASON_CHARS or not passwords(db.settings).verify(user.password_hash, password):
+    password_ok = passwords(settings).verify(user.password_hash, password)
+    if not password_ok:
+        user_id = user.id
+
+        async def count(s: AsyncSession) -> None:
+            again = await s.get(User, user_id)
+            if again is not None:
+                await count_password_failure(s, again, settings)
+
+        defer_independent_write(session, count)
+    if len(reason) < MIN_REASON_CHARS or not password_ok:
         record_denial(
             session,
             principal,

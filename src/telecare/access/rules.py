@@ -70,3 +70,13 @@ def may_grant_role(principal: Principal, role: Role) -> bool:
     who chooses a physician's password (or holds a clinician's token) would read clinical data through it
     (minimum necessary; docs/security.md). Operators create clinical accounts with `telecare users create`."""
     return is_system(principal) or role_covers(principal.role, role)
+
+
+# Fields that identify the patient (matching records, claims, prescriptions): changed by staff at
+# registration, never by the patient through the contact form or API (docs/security.md).
+IDENTITY_FIELDS = frozenset({"given_name", "family_name", "birth_date", "mrn", "sex"})
+
+
+def edits_identity(principal: Principal) -> bool:
+    """The caller may change a patient's identity fields (staff with update reach, not the patient)."""
+    return principal.role is not Role.PATIENT

@@ -401,6 +401,11 @@ async def search_observations(
         pid = patient_ref_id(patient if "/" in patient else f"Patient/{patient}")
         if pid is None:
             raise ValidationFailed(errors=[FieldError("patient", "Patient id or Patient/{id}")])
+        # Naming a patient out of reach answers and audits like the REST door: 404 and a denied entry
+        # naming the patient, not an empty bundle (the search itself is audited below).
+        await access.open_patient(
+            session, principal, pid, resource=Resource.OBSERVATION, action=Action.SEARCH, audit_access=False
+        )
         conditions.append(Reading.patient_id == pid)
         params["patient"] = patient
     if code:

@@ -487,6 +487,12 @@ async def update_patient(
         session, principal, patient_id, resource=Resource.PATIENT, action=Action.UPDATE
     )
     changes = data.model_dump(exclude_unset=True)
+    identity = sorted(rules.IDENTITY_FIELDS & changes.keys())
+    if identity and not rules.edits_identity(principal):
+        raise Forbidden(
+            "Your name and other identity details are changed by your care team, not here.",
+            errors=[FieldError(f, "changed by your care team at registration") for f in identity],
+        )
     for required in ("given_name", "family_name", "state"):
         if required in changes and changes[required] is None:
             raise ValidationFailed(errors=[FieldError(required, "cannot be empty")])

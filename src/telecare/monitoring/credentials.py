@@ -23,7 +23,8 @@ from telecare.config import Settings
 from telecare.core.crypto import token_digest
 from telecare.core.errors import NotAuthenticated, TooManyRequests
 from telecare.core.time import utc_now
-from telecare.monitoring.models import Device, DeviceKey, NightscoutSecret
+from telecare.identity.models import Patient, User
+from telecare.monitoring.models import Device, DeviceAssignment, DeviceKey, NightscoutSecret
 
 DEVICE_KEY_PREFIX = "tcdk_"
 _SHA1_HEX = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -93,7 +94,23 @@ async def device_caller_for(session: AsyncSession, key: str, addr: str | None) -
     now = utc_now()
     if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
         await session.execute(update(DeviceKey).where(DeviceKey.id == record.id).values(last_used_at=now))
-    ids = (await session.execute(select(Device.id).where(Device.key_id == record.id))).scalars().all()
+    # A device in use by a patient whose account is disabled stops posting through any key (like their
+    # sessions, tokens and Nightscout secret); its other devices keep working.
+    disabled_patient = (
+        select(DeviceAssignment.device_id)
+        .join(Patient, Patient.id == DeviceAssignment.patient_id)
+        .join(User, User.id == Patient.user_id)
+        .where(DeviceAssignment.ended_at.is_(None), User.is_active.is_(False))
+    )
+    ids = (
+        (
+            await session.execute(
+                select(Device.id).where(Device.key_id == record.id, Device.id.not_in(disabled_patient))
+            )
+        )
+        .scalars()
+        .all()
+    )
     return DeviceCaller(record.id, record.org_id, frozenset(ids), addr)
 
 
@@ -165,13 +182,18 @@ async def nightscout_caller(request: Request, session: DbSession) -> NightscoutC
     supplied = request.headers.get("api-secret", "")
     if not _SHA1_HEX.match(supplied):
         raise NotAuthenticated("Send the SHA-1 hex of the API secret in the api-secret header.")
-    record = (
+    row = (
         await session.execute(
-            select(NightscoutSecret).where(NightscoutSecret.secret_hash == nightscout_digest(supplied))
+            select(NightscoutSecret, User.is_active)
+            .join(Patient, Patient.id == NightscoutSecret.patient_id)
+            .outerjoin(User, User.id == Patient.user_id)
+            .where(NightscoutSecret.secret_hash == nightscout_digest(supplied))
         )
-    ).scalar_one_or_none()
-    if record is None or record.revoked_at is not None:
+    ).one_or_none()
+    # A disabled patient's secret stops working with the rest of their credentials (docs/security.md).
+    if row is None or row[0].revoked_at is not None or row[1] is False:
         raise NotAuthenticated("The API secret is invalid or revoked.")
+    record = row[0]
     buckets.take(f"ns:{record.secret_hash[:24]}", _settings(request).rpm_device_requests_per_minute)
     return NightscoutCaller(record.id, record.org_id, record.patient_id, client_addr(request))
 

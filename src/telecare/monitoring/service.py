@@ -495,6 +495,19 @@ async def create_device_key(
     )
     if set(found) != set(device_ids):
         raise ValidationFailed(errors=[FieldError("device_ids", "unknown device")])
+    # A key posts readings as its devices' patients: whoever mints one for a device in use must be allowed
+    # to create readings for that patient (a coordinator could otherwise post vitals for anyone).
+    assigned = (
+        await session.execute(
+            select(DeviceAssignment.patient_id)
+            .where(DeviceAssignment.device_id.in_(list(device_ids)), DeviceAssignment.ended_at.is_(None))
+            .distinct()
+        )
+    ).scalars()
+    for patient_id in sorted(assigned):
+        await access.open_patient(
+            session, principal, patient_id, resource=Resource.OBSERVATION, action=Action.CREATE
+        )
     record, key = await issue_device_key(
         session,
         org_id=principal.org_id,
