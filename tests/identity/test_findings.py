@@ -345,7 +345,7 @@ async def test_a_disabled_patients_nightscout_secret_and_device_key_stop_working
         "value": 250,
         "unit": "kg",
     }
-    r = await client.post(f"{API}/monitoring/readings", json=reading, headers=bearer(key))
+    r = await client.post(f"{API}/monitoring/readings", json=[reading], headers=bearer(key))
     assert r.status_code in (403, 422), r.text
     from telecare.monitoring.models import Reading
 

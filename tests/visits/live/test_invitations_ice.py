@@ -193,3 +193,22 @@ async def test_without_turn_settings_browsers_get_no_relay_and_no_credentials(
     async with live.client(patient.cookie) as http:
         r = await http.get("/api/v1/visits/ice-servers")
     assert r.json() == {"iceServers": [], "ttl": 3600}
+
+
+async def test_an_invitation_from_a_cookie_without_the_csrf_token_is_refused(db: Database, live: Live) -> None:
+    """A cross-site form could otherwise invite a stranger into the visit with the clinician's cookie."""
+    clinic = await make_clinic(db)
+    appt = await admitted_visit(db, clinic)
+    doctor = await login(db, clinic.doctor)
+    async with live.client(doctor.cookie) as http:
+        r = await http.post(
+            f"/api/v1/visits/{appt}/invitations", json={"role": "interpreter", "display_name": "Eve"}
+        )
+    assert r.status_code == 403, r.text
+    async with db.unit_of_work() as s:
+        guests = (
+            await s.execute(select(VisitParticipant).where(VisitParticipant.appointment_id == appt))
+        ).scalars()
+        assert [g for g in guests if g.display_name == "Eve"] == []
+    made = await invite(live, doctor.cookie, doctor.csrf, appt, "interpreter", "Ana")
+    assert made.status_code == 201, made.text
