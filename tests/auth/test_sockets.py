@@ -179,7 +179,7 @@ async def test_alerts_socket_admits_nurses_and_physicians_and_streams_only_their
     await push_alert(app, org_id, p1)
     assert not [m for m in await quiet(ws) if m["type"] == "alert"]
     await ws.close()
-    refusals = {
+    refusals: dict[str, str | None] = {
         "no credential": None,
         "forged session": "tc_session=forged",
         "forged token": "Bearer tc_1_forged",
@@ -189,8 +189,8 @@ async def test_alerts_socket_admits_nurses_and_physicians_and_streams_only_their
         "admin": f"tc_session={(await login(db, admin)).cookie}",
         "patient": f"tc_session={(await login(db, patient)).cookie}",
     }
-    for name, credential in refusals.items():
-        assert await refused(url, credential), name
+    for name, refusal in refusals.items():
+        assert await refused(url, refusal), name
     nurse_cookie = admitted["nurse on the care team"]
     assert await refused(url, nurse_cookie, Origin="https://evil.example"), "cross-site"
 
