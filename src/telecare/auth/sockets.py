@@ -206,56 +206,49 @@ class SocketGuard(Generic[G]):
         self.db: Database = websocket.app.state.db
         self.settings: Settings = websocket.app.state.settings
 
-    async def check(self) -> int | None:
-        """One re-check: the close code when the socket must end, else None (lost patients handed to
-        `on_lost`)."""
+    async def check(self) -> tuple[int | None, float]:
+        """One re-check in one short transaction: the close code when the socket must end (else None; lost
+        patients are handed to `on_lost`), and the seconds until the next timed re-check: the interval, or
+        sooner when a break-the-glass grant behind a streamed patient expires (nobody publishes an expiry)."""
+        wait = float(self.settings.socket_recheck_seconds)
+        expiry: datetime | None = None
         async with self.db.unit_of_work() as session:
             again = await self.auth.resolve(self.websocket, session, touch=self.auth.keep_alive)
             if not self.caller.same_caller(again):
-                return SIGNED_OUT
+                return SIGNED_OUT, wait
             assert again is not None
             streamed = set(self.patients())
             if again.principal is None or self.resource is None or not streamed:
-                return None
+                return None, wait
             reachable = await access.still_reachable(
                 session, again.principal, streamed, resource=self.resource, action=self.action
             )
-        lost = streamed - reachable
-        if not lost:
-            return None
-        if self.on_lost is None:
-            return NO_LONGER_PERMITTED
-        await self.on_lost(lost)
-        return None
-
-    async def _next_wait(self) -> float:
-        """Seconds until the next timed re-check: the recheck interval, or sooner when a break-the-glass
-        grant behind a streamed patient expires (an expiry is not an event anybody publishes)."""
-        wait = float(self.settings.socket_recheck_seconds)
-        principal = self.caller.principal
-        streamed = set(self.patients())
-        if principal is None or not streamed:
-            return wait
-        async with self.db.unit_of_work() as session:
-            expiry: datetime | None = await access.next_break_glass_expiry(session, principal, streamed)
+            if reachable:
+                expiry = await access.next_break_glass_expiry(session, again.principal, reachable)
         if expiry is not None:
             wait = min(wait, max(0.0, (expiry - utc_now()).total_seconds()) + 0.05)
-        return wait
+        lost = streamed - reachable
+        if lost and self.on_lost is None:
+            return NO_LONGER_PERMITTED, wait
+        if lost:
+            assert self.on_lost is not None
+            await self.on_lost(lost)
+        return None, wait
 
     async def run(self) -> int:
-        """Wait for a revocation naming the caller or the next timed re-check, re-check, repeat; return the
-        close code once the socket must end."""
+        """Re-check, then wait for a revocation naming the caller or the next timed re-check, repeat; return
+        the close code once the socket must end. The first check runs once subscribed, so a revocation
+        between the handshake and the subscription is not missed."""
         bus = self.websocket.app.state.events
         async with bus.subscribe(sessions.REVOKED_TOPIC) as events:
             while True:
-                wait = await self._next_wait()
+                code, wait = await self.check()
+                if code is not None:
+                    return code
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         while not self.caller.named_by(await events.get()):
                             pass
-                code = await self.check()
-                if code is not None:
-                    return code
 
 
 async def close_with(websocket: WebSocket, code: int) -> None:

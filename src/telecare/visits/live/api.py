@@ -536,7 +536,7 @@ class _Socket:
         """Re-check the login (signed out, disabled, timed out, invitation expired) and the caller's reach
         to the visit's patient while the call lasts (`auth.sockets.SocketGuard`)."""
         self.close_code = await guard.run()
-        self.outcome = "signed_out"
+        self.outcome = "revoked"
 
     async def record_leave(self) -> None:
         if self.outcome in ("replaced", "ended"):
@@ -611,6 +611,6 @@ async def signal_socket(websocket: WebSocket, appointment_id: int, caller: Signa
                     code = {
                         "replaced": REPLACED,
                         "flooding": POLICY_VIOLATION,
-                        "signed_out": sock.close_code,
+                        "revoked": sock.close_code,
                     }.get(sock.outcome, 1000)
                     await websocket.close(code=code)
