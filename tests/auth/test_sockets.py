@@ -20,14 +20,15 @@ from telecare.access.flows import break_the_glass
 from telecare.access.models import BreakGlassGrant
 from telecare.auth import sessions
 from telecare.core.db import Database
-from telecare.core.time import utc_now
+from telecare.core.time import advance_clock, utc_now
 from telecare.identity import service as identity
 from telecare.identity.models import CareTeamMember, Role, User
 from telecare.monitoring.alerts import ALERT_TOPIC
+from telecare.scheduling import service as scheduling
 from telecare.visits.live import invitations
 from telecare.visits.models import ParticipantRole
 from tests.factories import PASSWORD, Account, add_to_care_team, make_patient, make_user, token_for
-from tests.visit_factories import Clinic, make_clinic, principal_of
+from tests.visit_factories import Clinic, make_clinic, make_doctor, principal_of
 from tests.visits.live.conftest import Live, Login, admitted_visit, checked_in_visit, login
 from tests.visits.live.wsutil import expect, open_socket, quiet, refused_status
 
@@ -406,3 +407,42 @@ async def test_the_timed_recheck_closes_a_socket_revoked_without_an_event(
     async with db.unit_of_work() as s:
         await sessions.revoke_all_credentials(s, nurse.user_id)
     assert await close_code(ws) == 4401
+
+
+@pytest.mark.parametrize("recheck_seconds", [1.0])
+async def test_a_visit_socket_closes_once_its_patient_is_out_of_reach(
+    db: Database, live: Live, recheck_seconds: float
+) -> None:
+    clinic = await make_clinic(db)
+    appt = await checked_in_visit(db, clinic)
+    colleague = await make_doctor(db, clinic.org_id)
+    assert colleague.practitioner_id is not None
+    doctor = await login(db, clinic.doctor)
+    w = await open_socket(f"{live.ws}/ws/visits/{appt}/status", f"tc_session={doctor.cookie}")
+    await expect(w, "status")
+    # The visit goes to a colleague; the first doctor has no other relationship with the patient. Done
+    # without the event bus, so only the guard's timed re-check of the patient can notice.
+    async with db.unit_of_work() as s:
+        await scheduling.reassign_practitioner(
+            s,
+            principal_of(clinic.coordinator),
+            appointment_id=appt,
+            practitioner_id=colleague.practitioner_id,
+        )
+    assert await close_code(w) == 4403
+
+
+@pytest.mark.parametrize("recheck_seconds", [1.0])
+async def test_a_guest_leaves_once_the_invitation_runs_out(
+    db: Database, app: Any, live: Live, recheck_seconds: float
+) -> None:
+    clinic = await make_clinic(db)
+    appt = await admitted_visit(db, clinic)
+    guest = f"tc_guest={await guest_cookie(app, clinic, appt)}"
+    status = await socket_for(f"{live.ws}/ws/visits/{appt}/status", guest)
+    await expect(status, "status")
+    call = await socket_for(f"{live.ws}/ws/visits/{appt}/signal", guest)
+    await expect(call, "welcome")
+    advance_clock(timedelta(hours=3))  # past the slot and its hour of overrun
+    assert await close_code(status) == 4401
+    assert await close_code(call) == 4401
