@@ -33,10 +33,11 @@ from starlette.requests import HTTPConnection
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
 from telecare.auth import sessions
-from telecare.auth.dependencies import SESSION_COOKIE, auth_dependency, client_addr
+from telecare.auth.dependencies import auth_dependency, client_addr, resolve_principal
 from telecare.auth.principal import Principal
 from telecare.config import Settings
 from telecare.core.db import Database
+from telecare.core.errors import AppError
 from telecare.core.time import utc_now
 from telecare.identity.models import Role
 
@@ -133,21 +134,14 @@ class SocketAuth(Generic[G]):
         self, conn: HTTPConnection, session: AsyncSession, *, touch: bool = True
     ) -> SocketCaller[G] | None:
         """The caller a handshake's credentials name, by HTTP's rules, or None."""
-        addr = client_addr(conn)  # type: ignore[arg-type]
-        principal: Principal | None = None
-        header = conn.headers.get("authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return None
-            principal = await sessions.principal_from_token(session, token.strip(), addr)
-            if principal is None:
-                return None  # a wrong token is not rescued by a cookie, as on HTTP
-        elif cookie := conn.cookies.get(SESSION_COOKIE):
-            principal = await sessions.principal_from_session(session, cookie, addr, touch=touch)
-            if principal is not None and principal.role.is_staff and not principal.mfa_verified:
-                return None
+        addr = client_addr(conn)
+        try:
+            principal = await resolve_principal(conn, session, touch=touch)
+        except AppError:
+            return None  # a malformed or wrong bearer token
         if principal is not None:
+            if principal.kind == "session" and principal.role.is_staff and not principal.mfa_verified:
+                return None  # as `Authenticated()`: staff complete TOTP first
             if self.roles and principal.role not in self.roles:
                 return None
             return SocketCaller(principal=principal)
