@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     patient_idle_minutes: int = 30  # NIST SP 800-63B AAL2 inactivity bound
     session_absolute_hours: int = 12  # NIST SP 800-63B re-authentication at least every 12 h
     break_glass_minutes: int = 60  # docs/security.md#goal-6: access expires <= 60 min
+    # Open WebSockets re-check their credential and patients at least this often (revocation events make
+    # them re-check at once; this bounds what a revocation from a process without the event bus leaves open).
+    socket_recheck_seconds: float = Field(default=30, gt=0, le=300)
 
     login_max_failures: int = 5
     login_lockout_minutes: int = 15

@@ -7,11 +7,11 @@ Other domains extend the care relationship (a clinician with a visit) with `regi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, literal, select, union
+from sqlalchemy import Select, and_, func, literal, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.models import BreakGlassGrant
@@ -258,3 +258,45 @@ class BreakGlassRefused(Forbidden):
 def break_glass_duration(session: AsyncSession) -> timedelta:
     minutes = as_uow(session).settings.break_glass_minutes
     return timedelta(minutes=min(minutes, 60))  # docs/security.md#goal-6: never beyond 60 minutes
+
+
+# ---- re-checks of open sockets -----------------------------------------------------------------------------
+
+
+async def still_reachable(
+    session: AsyncSession,
+    principal: Principal,
+    patient_ids: Collection[int],
+    *,
+    resource: Resource,
+    action: Action = Action.READ,
+) -> set[int]:
+    """Which of `patient_ids` the principal still reaches (the scope every read starts from). A re-check
+    of what an open socket already streams, so not audited; the role losing the grant reaches none."""
+    if not patient_ids:
+        return set()
+    try:
+        scope = patient_scope(principal, resource, action)
+    except AppError:
+        return set()
+    rows = await session.execute(
+        select(Patient.id).where(Patient.id.in_(list(patient_ids)), Patient.id.in_(scope.scalar_subquery()))
+    )
+    return set(rows.scalars().all())
+
+
+async def next_break_glass_expiry(
+    session: AsyncSession, principal: Principal, patient_ids: Collection[int]
+) -> datetime | None:
+    """When the earliest live break-the-glass grant of `principal` on one of `patient_ids` ends."""
+    if not patient_ids:
+        return None
+    expiry: datetime | None = await session.scalar(
+        select(func.min(BreakGlassGrant.expires_at)).where(
+            BreakGlassGrant.user_id == principal.user_id,
+            BreakGlassGrant.org_id == principal.org_id,
+            BreakGlassGrant.patient_id.in_(list(patient_ids)),
+            BreakGlassGrant.expires_at > utc_now(),
+        )
+    )
+    return expiry

@@ -27,12 +27,12 @@ CSRF_HEADER = "x-csrf-token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def settings_of(request: Request) -> Settings:
+def settings_of(request: HTTPConnection) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def client_addr(request: Request) -> str | None:
+def client_addr(request: HTTPConnection) -> str | None:
     settings = settings_of(request)
     peer = request.client.host if request.client else None
     if peer and peer in settings.trusted_proxies:
@@ -85,7 +85,12 @@ def has_credentials(request: Request) -> bool:
     return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE))
 
 
-async def resolve_principal(request: Request, session: AsyncSession) -> Principal | None:
+async def resolve_principal(
+    request: HTTPConnection, session: AsyncSession, *, touch: bool = True
+) -> Principal | None:
+    """The bearer token's principal, else the session cookie's, else None; a malformed or wrong bearer
+    token raises (it is not rescued by a cookie). HTTP requests and WebSocket handshakes both (a socket's
+    re-check passes `touch=False` when it must not count as activity for the idle timeout)."""
     from telecare.auth import sessions as identity_sessions
 
     header = request.headers.get("authorization", "")
@@ -105,7 +110,7 @@ async def resolve_principal(request: Request, session: AsyncSession) -> Principa
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        return await identity_sessions.principal_from_session(session, cookie, addr)
+        return await identity_sessions.principal_from_session(session, cookie, addr, touch=touch)
     return None
 
 

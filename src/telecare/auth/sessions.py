@@ -172,6 +172,35 @@ async def count_password_failure(session: AsyncSession, user: User, settings: Se
     return False
 
 
+# ---- revocation events -----------------------------------------------------------------------------------
+
+REVOKED_TOPIC = "auth.revoked"
+
+
+def publish_revoked(
+    session: AsyncSession,
+    *,
+    user_id: int | None = None,
+    session_id: int | None = None,
+    token_id: int | None = None,
+    patient_id: int | None = None,
+) -> None:
+    """Tell every worker's open sockets, after commit, that a credential or a patient relationship of
+    `user_id` (or web session `session_id`) ended: `auth.sockets.SocketGuard` re-checks them at once
+    instead of at the next timed re-check. Ids only (NOTIFY payloads)."""
+    payload = {
+        k: v
+        for k, v in {
+            "user_id": user_id,
+            "session_id": session_id,
+            "token_id": token_id,
+            "patient_id": patient_id,
+        }.items()
+        if v is not None
+    }
+    as_uow(session).publish(REVOKED_TOPIC, payload)
+
+
 # ---- sessions --------------------------------------------------------------------------------------------
 
 
@@ -253,9 +282,10 @@ async def principal_for_user(
 
 
 async def principal_from_session(
-    session: AsyncSession, token: str, client_addr: str | None
+    session: AsyncSession, token: str, client_addr: str | None, *, touch: bool = True
 ) -> Principal | None:
-    """Resolve a session cookie; expired (idle or absolute) or revoked sessions resolve to None."""
+    """Resolve a session cookie; expired (idle or absolute) or revoked sessions resolve to None. `touch`
+    counts this as activity for the idle timeout (a request does; a socket's re-check need not)."""
     settings = _settings(session)
     record = (
         await session.execute(select(WebSession).where(WebSession.token_hash == token_digest(token)))
@@ -270,8 +300,9 @@ async def principal_from_session(
         record.revoked_at = now
         await session.flush()
         return None
-    record.last_seen_at = now
-    await session.flush()
+    if touch:
+        record.last_seen_at = now
+        await session.flush()
     return await principal_for_user(
         session,
         user,
@@ -284,11 +315,13 @@ async def principal_from_session(
 
 
 async def revoke_session(session: AsyncSession, session_id: int) -> None:
+    """Sign out one web session; its open sockets close (`auth.sockets`)."""
     await session.execute(
         update(WebSession)
         .where(WebSession.id == session_id, WebSession.revoked_at.is_(None))
         .values(revoked_at=utc_now())
     )
+    publish_revoked(session, session_id=session_id)
 
 
 # ---- API tokens ------------------------------------------------------------------------------------------
@@ -348,7 +381,7 @@ async def principal_from_token(
 
 
 async def revoke_all_credentials(session: AsyncSession, user_id: int) -> None:
-    """Used when a user is disabled: every session and token stops working at once."""
+    """Used when a user is disabled: every session and token stops working at once, open sockets too."""
     now = utc_now()
     await session.execute(
         update(WebSession)
@@ -360,3 +393,4 @@ async def revoke_all_credentials(session: AsyncSession, user_id: int) -> None:
         .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    publish_revoked(session, user_id=user_id)

@@ -384,6 +384,7 @@ async def revoke_token(session: AsyncSession, principal: Principal, *, token_id:
         raise NotFound("No such token.")
     if record.revoked_at is None:
         record.revoked_at = utc_now()
+        sessions.publish_revoked(session, user_id=record.user_id, token_id=record.id)
         await audit.record(
             session,
             principal.actor(),
@@ -568,8 +569,12 @@ async def remove_care_team_member(
     # The owner key is part of the lookup (OpenEMR #11853: never delete by id alone).
     if member is None or member.patient_id != patient_id:
         raise NotFound("No such care team member.")
+    practitioner = await session.get(Practitioner, member.practitioner_id)
     await session.delete(member)
     await session.flush()
+    if practitioner is not None:
+        # The member's open sockets stop streaming this patient (auth.sockets re-checks on this event).
+        sessions.publish_revoked(session, user_id=practitioner.user_id, patient_id=patient_id)
 
 
 async def export_patient(session: AsyncSession, principal: Principal, *, patient_id: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import contextlib
 import logging
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, Form, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -17,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource
-from telecare.auth.dependencies import SESSION_COOKIE, Authenticated, DbSession, auth_dependency
+from telecare.auth.dependencies import Authenticated, DbSession
 from telecare.auth.principal import Principal
+from telecare.auth.sockets import SocketAuth, SocketCaller, SocketGuard, close_with
 from telecare.core.db import Database
-from telecare.core.errors import FieldError, Forbidden, NotAuthenticated, ValidationFailed
+from telecare.core.errors import FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity import service as identity
 from telecare.identity.models import Patient, Role
@@ -380,28 +380,7 @@ async def my_readings_add(
 # ---- live alerts -------------------------------------------------------------------------------------------
 
 
-@auth_dependency
-async def ws_clinician(websocket: WebSocket) -> Principal:
-    """A verified nurse or physician web session; the Origin must be ours (no cross-site WebSocket)."""
-    settings = websocket.app.state.settings
-    origin = websocket.headers.get("origin")
-    if origin is not None:
-        allowed = {urlparse(settings.base_url).netloc, websocket.headers.get("host", "")}
-        if urlparse(origin).netloc not in allowed:
-            raise Forbidden("Cross-origin WebSocket refused.")
-    cookie = websocket.cookies.get(SESSION_COOKIE)
-    if not cookie:
-        raise NotAuthenticated()
-    from telecare.auth import sessions as identity_sessions
-
-    db: Database = websocket.app.state.db
-    async with db.unit_of_work() as session:
-        principal = await identity_sessions.principal_from_session(
-            session, cookie, websocket.client.host if websocket.client else None
-        )
-    if principal is None or not principal.mfa_verified or principal.role not in (Role.NURSE, Role.PHYSICIAN):
-        raise NotAuthenticated()
-    return principal
+ALERTS_SOCKET: SocketAuth[Any] = SocketAuth(Role.NURSE, Role.PHYSICIAN)
 
 
 async def _scope(db: Database, principal: Principal) -> dict[int, str]:
@@ -414,14 +393,27 @@ async def _scope(db: Database, principal: Principal) -> dict[int, str]:
 
 
 @router.websocket("/ws/monitoring/alerts")
-async def alerts_socket(websocket: WebSocket, principal: Annotated[Principal, Depends(ws_clinician)]) -> None:
-    """Pushes alert changes of the patients the clinician may see, as soon as they are committed."""
+async def alerts_socket(
+    websocket: WebSocket, caller: Annotated[SocketCaller[Any], Depends(ALERTS_SOCKET.dependency())]
+) -> None:
+    """Pushes alert changes of the patients the clinician may see, as soon as they are committed. Closes
+    (4401) once the login is gone and stops pushing a patient once out of reach (`auth.sockets`)."""
+    assert caller.principal is not None
+    principal = caller.principal
     db: Database = websocket.app.state.db
     events = websocket.app.state.events
     await websocket.accept()
     names = await _scope(db, principal)
     refreshed = utc_now()
     audit_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def drop(lost: set[int]) -> None:
+        for pid in lost:
+            names.pop(pid, None)
+
+    guard = SocketGuard(
+        websocket, ALERTS_SOCKET, caller, resource=Resource.RPM_ALERT, patients=names.keys, on_lost=drop
+    )
 
     async def auditor() -> None:
         # Audit each pushed alert after it was sent, off the latency path.
@@ -444,13 +436,21 @@ async def alerts_socket(websocket: WebSocket, principal: Annotated[Principal, De
                 log.exception("audit of a pushed alert failed")
 
     audit_task = asyncio.create_task(auditor())
+    guarding = asyncio.create_task(guard.run())
     try:
         async with events.subscribe(ALERT_TOPIC) as queue:
             await websocket.send_json({"type": "ready"})
             receiver = asyncio.create_task(websocket.receive_text())
             while True:
                 getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, receiver, guarding}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if guarding in done:
+                    getter.cancel()
+                    receiver.cancel()
+                    await close_with(websocket, guarding.result())
+                    return
                 if receiver in done:
                     getter.cancel()
                     receiver.result()  # raises WebSocketDisconnect when the page goes away
@@ -461,7 +461,10 @@ async def alerts_socket(websocket: WebSocket, principal: Annotated[Principal, De
                     continue
                 pid = event["patient_id"]
                 if pid not in names and utc_now() - refreshed > timedelta(seconds=5):
-                    names = await _scope(db, principal)  # a new care relationship since the page opened
+                    # A new care relationship since the page opened (patient_scope, like every read).
+                    fresh = await _scope(db, principal)
+                    names.clear()
+                    names.update(fresh)
                     refreshed = utc_now()
                 if pid not in names:
                     continue
@@ -470,6 +473,7 @@ async def alerts_socket(websocket: WebSocket, principal: Annotated[Principal, De
     except WebSocketDisconnect:
         pass
     finally:
+        guarding.cancel()
         audit_queue.put_nowait({})  # drain: every pushed alert is audited
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(audit_task, 10)

@@ -195,7 +195,9 @@ async def test_without_turn_settings_browsers_get_no_relay_and_no_credentials(
     assert r.json() == {"iceServers": [], "ttl": 3600}
 
 
-async def test_an_invitation_from_a_cookie_without_the_csrf_token_is_refused(db: Database, live: Live) -> None:
+async def test_an_invitation_from_a_cookie_without_the_csrf_token_is_refused(
+    db: Database, live: Live
+) -> None:
     """A cross-site form could otherwise invite a stranger into the visit with the clinician's cookie."""
     clinic = await make_clinic(db)
     appt = await admitted_visit(db, clinic)

@@ -1,7 +1,8 @@
 """Live routes: the waiting-room and queue WebSockets, the signaling WebSocket, ICE servers, invitations.
 
 WebSockets authenticate with the same session cookie as the pages (or a guest cookie from a redeemed
-invitation, or a bearer token for scripted clients) through `socket_caller`, their declared auth dependency.
+invitation, or a bearer token for scripted clients) through `auth.sockets.SocketAuth`, their declared auth
+dependency, and a `SocketGuard` re-checks the login and the visit's patient while they stay open.
 A socket never holds a database transaction open: each step opens a short unit of work (SQLite transactions
 take the write lock). Live updates come from `app.state.events`, so they reach sockets on every worker when
 the database is PostgreSQL."""
@@ -16,28 +17,34 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketException
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from telecare.access.policy import Action, Resource
 from telecare.auth.dependencies import (
     DbSession,
     auth_dependency,
     check_csrf,
-    client_addr,
-    resolve_principal,
 )
 from telecare.auth.principal import Principal
-from telecare.config import Settings
+from telecare.auth.sockets import (
+    POLICY_VIOLATION,
+    SIGNED_OUT,
+    GuestCookie,
+    SocketAuth,
+    SocketCaller,
+    SocketGuard,
+    close_with,
+)
 from telecare.core.crypto import new_token
 from telecare.core.db import Database
 from telecare.core.errors import AppError, NotAuthenticated, NotFound
 from telecare.core.events import EventBus
+from telecare.identity.models import CLINICAL_ROLES
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
 from telecare.visits import service as visits
 from telecare.visits.live import ice, invitations
@@ -61,8 +68,6 @@ from telecare.visits.models import ParticipantRole, VisitParticipant
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["visits-live"])
 
-REVALIDATE_SECONDS = 60.0  # a revoked or timed-out login leaves the call within a minute
-POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 REPLACED = 4000  # the same participant connected again (reconnect from another tab or network)
 MAX_RATE_VIOLATIONS = 20
@@ -70,27 +75,16 @@ MAX_RATE_VIOLATIONS = 20
 
 # ---- who is calling ----------------------------------------------------------------------------------
 
+LiveCaller = SocketCaller[Guest]
+"""A signed-in user or an invited guest."""
 
-@dataclass(frozen=True)
-class LiveCaller:
-    """A signed-in user or an invited guest."""
-
-    principal: Principal | None = None
-    guest: Guest | None = None
-
-    @property
-    def peer_id(self) -> str:
-        if self.principal is not None:
-            return f"u{self.principal.user_id}"
-        assert self.guest is not None
-        return f"g{self.guest.participant_id}"
-
-    @property
-    def display_name(self) -> str:
-        if self.principal is not None:
-            return self.principal.display_name
-        assert self.guest is not None
-        return self.guest.display_name
+# Any role: each socket then asks the visit service whether the caller is in this visit.
+LIVE_SOCKET: SocketAuth[Guest] = SocketAuth(
+    guests=GuestCookie(GUEST_COOKIE, invitations.guest_from_cookie), keep_alive=True
+)
+# Status and queue sockets are watched, not used: they do not keep a session alive past its idle limit.
+WATCH_SOCKET: SocketAuth[Guest] = SocketAuth(guests=GuestCookie(GUEST_COOKIE, invitations.guest_from_cookie))
+QUEUE_SOCKET: SocketAuth[Guest] = SocketAuth(*CLINICAL_ROLES)
 
 
 @contextlib.asynccontextmanager
@@ -102,52 +96,11 @@ async def live_unit_of_work(app: FastAPI) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _resolve(conn: HTTPConnection, session: AsyncSession) -> LiveCaller | None:
-    try:
-        principal = await resolve_principal(conn, session)  # type: ignore[arg-type]
-    except AppError:
-        return None
-    if principal is not None:
-        if principal.kind == "session" and principal.role.is_staff and not principal.mfa_verified:
-            return None
-        return LiveCaller(principal=principal)
-    cookie = conn.cookies.get(GUEST_COOKIE)
-    if cookie:
-        settings: Settings = conn.app.state.settings
-        guest = await invitations.guest_from_cookie(session, settings, cookie, client_addr(conn))  # type: ignore[arg-type]
-        if guest is not None:
-            return LiveCaller(guest=guest)
-    return None
-
-
-def _same_origin(conn: HTTPConnection) -> bool:
-    """Browsers always send Origin on a WebSocket handshake; refuse other sites (cross-site WebSocket
-    hijacking). Scripted clients without an Origin header still need a valid credential."""
-    origin = conn.headers.get("origin")
-    if origin is None:
-        return True
-    settings: Settings = conn.app.state.settings
-    netloc = urlsplit(origin).netloc
-    return netloc in {conn.headers.get("host", ""), urlsplit(settings.base_url).netloc}
-
-
-@auth_dependency
-async def socket_caller(websocket: WebSocket) -> LiveCaller:
-    """WebSocket authentication: session cookie, guest cookie or bearer token; refused at the handshake
-    (HTTP 403) otherwise."""
-    if not _same_origin(websocket):
-        raise WebSocketException(code=POLICY_VIOLATION, reason="Cross-site WebSocket refused.")
-    async with live_unit_of_work(websocket.app) as session:
-        caller = await _resolve(websocket, session)
-    if caller is None:
-        raise WebSocketException(code=POLICY_VIOLATION, reason="Sign in first.")
-    return caller
-
-
 @auth_dependency
 async def http_caller(request: Request, session: DbSession) -> LiveCaller:
-    """HTTP authentication for pages and endpoints guests also use (call page, ICE servers)."""
-    caller = await _resolve(request, session)
+    """HTTP authentication for pages and endpoints guests also use (call page, ICE servers): the sockets'
+    rules (`auth.sockets`), so a page and its socket admit the same people."""
+    caller = await LIVE_SOCKET.resolve(request, session)
     if caller is None:
         raise NotAuthenticated()
     if caller.principal is not None:
@@ -157,7 +110,9 @@ async def http_caller(request: Request, session: DbSession) -> LiveCaller:
     return caller
 
 
-SocketCaller = Annotated[LiveCaller, Depends(socket_caller)]
+SignalCaller = Annotated[LiveCaller, Depends(LIVE_SOCKET.dependency())]
+WatchCaller = Annotated[LiveCaller, Depends(WATCH_SOCKET.dependency())]
+QueueCaller = Annotated[LiveCaller, Depends(QUEUE_SOCKET.dependency())]
 HttpCaller = Annotated[LiveCaller, Depends(http_caller)]
 
 
@@ -221,16 +176,19 @@ class _Refused(Exception):
         self.reason = reason
 
 
-async def _visit_status(session: AsyncSession, caller: LiveCaller, appointment_id: int) -> dict[str, Any]:
-    """Authorise the caller for this visit and return its status. The patient's first connection moves a
-    checked-in visit into the waiting room."""
+async def _visit_status(
+    session: AsyncSession, caller: LiveCaller, appointment_id: int
+) -> tuple[dict[str, Any], int]:
+    """Authorise the caller for this visit and return its status and its patient's id. The patient's first
+    connection moves a checked-in visit into the waiting room."""
     if caller.guest is not None:
         if caller.guest.appointment_id != appointment_id:
             raise _Refused("Not your visit.")
         appt = await session.get(Appointment, appointment_id)
         assert appt is not None
         ok, reason = await invitations.guest_may_join(session, caller.guest)
-        return _status_message(str(appt.status), str(appt.modality), can_join=ok, reason=reason)
+        message = _status_message(str(appt.status), str(appt.modality), can_join=ok, reason=reason)
+        return message, appt.patient_id
     assert caller.principal is not None
     try:
         decision = await visits.can_join(session, caller.principal, appointment_id=appointment_id)
@@ -245,21 +203,23 @@ async def _visit_status(session: AsyncSession, caller: LiveCaller, appointment_i
         and appt.status == AppointmentStatus.CHECKED_IN
     ):
         appt = await visits.enter_waiting_room(session, caller.principal, appointment_id=appointment_id)
-    return _status_message(
+    message = _status_message(
         str(appt.status), str(appt.modality), can_join=decision.allowed, reason=decision.reason
     )
+    return message, appt.patient_id
 
 
 @router.websocket("/ws/visits/{appointment_id}/status")
-async def visit_status_socket(websocket: WebSocket, appointment_id: int, caller: SocketCaller) -> None:
+async def visit_status_socket(websocket: WebSocket, appointment_id: int, caller: WatchCaller) -> None:
     """Live status of one visit for its patient (entering the waiting room), its clinician and its guests:
-    waiting, admitted (in progress), modality, ended."""
+    waiting, admitted (in progress), modality, ended. Closes once the login is gone (4401) or the visit's
+    patient is out of the caller's reach (4403)."""
     app = websocket.app
     bus: EventBus = app.state.events
     async with bus.subscribe(f"visit.{appointment_id}") as queue:
         try:
             async with live_unit_of_work(app) as session:
-                first = await _visit_status(session, caller, appointment_id)
+                first, patient_id = await _visit_status(session, caller, appointment_id)
         except (_Refused, AppError) as exc:
             reason = exc.reason if isinstance(exc, _Refused) else str(exc)
             raise WebSocketException(code=POLICY_VIOLATION, reason=reason[:120]) from None
@@ -271,29 +231,37 @@ async def visit_status_socket(websocket: WebSocket, appointment_id: int, caller:
                 return {}
             async with live_unit_of_work(app) as session:
                 try:
-                    message = await _visit_status(session, caller, appointment_id)
+                    message, _ = await _visit_status(session, caller, appointment_id)
                 except _Refused:
                     return None
             message["change"] = event["change"]
             return message
 
-        await _push(websocket, queue, render)
+        guard = SocketGuard(
+            websocket, WATCH_SOCKET, caller, resource=Resource.VISIT, patients=lambda: {patient_id}
+        )
+        await _push(websocket, queue, render, guard)
 
 
 async def _push(
     websocket: WebSocket,
     queue: asyncio.Queue[dict[str, Any]],
     render: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
+    guard: SocketGuard[Guest],
 ) -> None:
     """Forward bus events to the client as freshly rendered messages (`{}` skips one, None ends the
-    socket) until the client leaves."""
+    socket) until the client leaves or the guard ends the socket (with its close code)."""
     receiver = asyncio.create_task(_drain(websocket))
+    guarding = asyncio.create_task(guard.run())
+    code = 1000
     try:
         while not receiver.done():
             getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({getter, receiver, guarding}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
+                if guarding in done:
+                    code = guarding.result()
                 return
             message = await render(getter.result())
             if message is None:
@@ -304,9 +272,8 @@ async def _push(
         return
     finally:
         receiver.cancel()
-        with contextlib.suppress(Exception):
-            if websocket.application_state is WebSocketState.CONNECTED:
-                await websocket.close()
+        guarding.cancel()
+        await close_with(websocket, code)
 
 
 async def _drain(websocket: WebSocket) -> None:
@@ -321,9 +288,10 @@ async def _drain(websocket: WebSocket) -> None:
 # ---- the clinician's queue --------------------------------------------------------------------------
 
 
-async def _queue_message(session: AsyncSession, principal: Principal) -> dict[str, Any]:
+async def _queue_message(session: AsyncSession, principal: Principal) -> tuple[dict[str, Any], set[int]]:
+    """The queue message and the patients it names."""
     entries = await visits.clinician_queue(session, principal)
-    return {
+    message = {
         "type": "queue",
         "entries": [
             {
@@ -338,31 +306,49 @@ async def _queue_message(session: AsyncSession, principal: Principal) -> dict[st
             for e in entries
         ],
     }
+    return message, {e.appointment.patient_id for e in entries}
 
 
 @router.websocket("/ws/visits/queue")
-async def queue_socket(websocket: WebSocket, caller: SocketCaller) -> None:
+async def queue_socket(websocket: WebSocket, caller: QueueCaller) -> None:
     """The clinician's waiting room: checked-in and waiting patients with wait time and attested state,
-    pushed again whenever one of the clinician's visits changes."""
+    pushed again whenever one of the clinician's visits changes, or when a patient in it goes out of the
+    clinician's reach. Closes (4401) once the login is gone."""
     principal = caller.principal
-    if principal is None or not principal.role.is_clinician or principal.practitioner_id is None:
+    if principal is None or principal.practitioner_id is None:
         raise WebSocketException(code=POLICY_VIOLATION, reason="Only clinicians have a queue.")
     app = websocket.app
     bus: EventBus = app.state.events
     async with bus.subscribe(f"visits.practitioner.{principal.practitioner_id}") as queue:
         async with live_unit_of_work(app) as session:
-            first = await _queue_message(session, principal)
+            first, shown = await _queue_message(session, principal)
         await websocket.accept()
         await websocket.send_json(first)
 
         async def render(_event: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal shown
             await asyncio.sleep(0.05)  # coalesce a burst of changes into one refresh
             while not queue.empty():
                 queue.get_nowait()
             async with live_unit_of_work(app) as session:
-                return await _queue_message(session, principal)
+                message, shown = await _queue_message(session, principal)
+            return message
 
-        await _push(websocket, queue, render)
+        async def refresh(_lost: set[int]) -> None:
+            # Rendered again through the policy, the queue no longer names them.
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait({"recheck": True})
+
+        guard = SocketGuard(
+            websocket,
+            QUEUE_SOCKET,
+            caller,
+            resource=Resource.VISIT,
+            action=Action.SEARCH,  # the queue is a search of the clinician's visits (clinician_queue)
+            patients=lambda: shown,
+            on_lost=refresh,
+        )
+        await _push(websocket, queue, render, guard)
 
 
 # ---- signaling --------------------------------------------------------------------------------------
@@ -376,6 +362,7 @@ class _Admission:
     role: str
     modality: str
     marked_connected: bool
+    patient_id: int
 
 
 async def _admit_to_room(session: AsyncSession, caller: LiveCaller, appointment_id: int) -> _Admission:
@@ -392,7 +379,7 @@ async def _admit_to_room(session: AsyncSession, caller: LiveCaller, appointment_
         appt = await session.get(Appointment, appointment_id)
         assert appt is not None
         await invitations.record_guest_presence(session, guest, joined=True)
-        return _Admission(str(guest.role), str(appt.modality), True)
+        return _Admission(str(guest.role), str(appt.modality), True, appt.patient_id)
     principal = caller.principal
     assert principal is not None
     try:
@@ -414,7 +401,7 @@ async def _admit_to_room(session: AsyncSession, caller: LiveCaller, appointment_
     if row is not None and row.joined_at is not None and row.left_at is not None:
         await visits.record_reconnect(session, principal, appointment_id=appointment_id)
     marked = row is not None and row.joined_at is not None
-    return _Admission(str(decision.role), str(appt.modality), marked)
+    return _Admission(str(decision.role), str(appt.modality), marked, appt.patient_id)
 
 
 class _Socket:
@@ -435,6 +422,7 @@ class _Socket:
         self.bucket = TokenBucket()
         self.violations = 0
         self.outcome = "dropped"
+        self.close_code = SIGNED_OUT
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self.lock:
@@ -550,15 +538,11 @@ class _Socket:
             return True
         return False
 
-    async def watch(self) -> None:
-        """Re-check the login (revoked, timed out, invitation expired) while the call lasts."""
-        while True:
-            await asyncio.sleep(REVALIDATE_SECONDS)
-            async with live_unit_of_work(self.app) as session:
-                again = await _resolve(self.ws, session)
-            if again is None or again.peer_id != self.peer:
-                self.outcome = "signed_out"
-                return
+    async def watch(self, guard: SocketGuard[Guest]) -> None:
+        """Re-check the login (signed out, disabled, timed out, invitation expired) and the caller's reach
+        to the visit's patient while the call lasts (`auth.sockets.SocketGuard`)."""
+        self.close_code = await guard.run()
+        self.outcome = "revoked"
 
     async def record_leave(self) -> None:
         if self.outcome in ("replaced", "ended"):
@@ -574,7 +558,7 @@ class _Socket:
 
 
 @router.websocket("/ws/visits/{appointment_id}/signal")
-async def signal_socket(websocket: WebSocket, appointment_id: int, caller: SocketCaller) -> None:
+async def signal_socket(websocket: WebSocket, appointment_id: int, caller: SignalCaller) -> None:
     """WebRTC signaling for one visit. Client messages: `offer`/`answer` (`to`, `sdp`), `candidate` (`to`,
     `candidate`), `modality` (`modality`, `reason`), `connected`, `bye`. Server messages: `welcome`,
     `join` (a newcomer: offer to it when your peer id sorts first), `peer` (already present), `leave`,
@@ -590,6 +574,9 @@ async def signal_socket(websocket: WebSocket, appointment_id: int, caller: Socke
         reason = exc.reason if isinstance(exc, _Refused) else str(exc)
         raise WebSocketException(code=POLICY_VIOLATION, reason=reason[:120]) from None
     sock = _Socket(websocket, caller, appointment_id, admission)
+    guard = SocketGuard(
+        websocket, LIVE_SOCKET, caller, resource=Resource.VISIT, patients=lambda: {admission.patient_id}
+    )
     async with sock.bus.subscribe(sock.topic, f"visit.{appointment_id}") as queue:
         await websocket.accept()
         room[sock.peer] = sock.conn
@@ -608,7 +595,7 @@ async def signal_socket(websocket: WebSocket, appointment_id: int, caller: Socke
             tasks = {
                 asyncio.create_task(sock.read()),
                 asyncio.create_task(sock.write(queue)),
-                asyncio.create_task(sock.watch()),
+                asyncio.create_task(sock.watch(guard)),
             }
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -627,7 +614,9 @@ async def signal_socket(websocket: WebSocket, appointment_id: int, caller: Socke
                 await sock.emit({"type": "leave", "role": sock.role})
             with contextlib.suppress(Exception):
                 if websocket.application_state is WebSocketState.CONNECTED:
-                    code = {"replaced": REPLACED, "flooding": POLICY_VIOLATION, "signed_out": 4401}.get(
-                        sock.outcome, 1000
-                    )
+                    code = {
+                        "replaced": REPLACED,
+                        "flooding": POLICY_VIOLATION,
+                        "revoked": sock.close_code,
+                    }.get(sock.outcome, 1000)
                     await websocket.close(code=code)

@@ -24,6 +24,9 @@ export async function api(path, { method = "GET", body, csrf } = {}) {
   return data;
 }
 
+const SIGNED_OUT = 4401;
+const NO_LONGER_PERMITTED = 4403;
+
 // A socket that reconnects with backoff until `stop()` (or `onMessage` returns "stop").
 export function liveSocket(path, { onMessage, onOpen, onDown }) {
   let socket = null;
@@ -46,10 +49,18 @@ export function liveSocket(path, { onMessage, onOpen, onDown }) {
     });
     socket.addEventListener("close", (event) => {
       if (stopped) return;
+      // The server's socket guard (auth/sockets.py): 4401 the sign-in is gone, 4403 this visit is no
+      // longer yours. Reconnecting would only be refused.
+      if (event.code === SIGNED_OUT) {
+        stopped = true;
+        location.assign("/login");
+        return;
+      }
+      if (event.code === NO_LONGER_PERMITTED) stopped = true;
       attempt += 1;
       const delay = Math.min(10000, 500 * 2 ** Math.min(attempt, 5));
       onDown?.(event, delay);
-      setTimeout(connect, delay);
+      if (!stopped) setTimeout(connect, delay);
     });
   }
   function stop() {

@@ -110,7 +110,12 @@ function connect() {
       apply(message);
     }
   });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("close", (event) => {
+    if (event.code === 4401) {
+      // The socket guard (auth/sockets.py) closed it: signed out, disabled or the session expired.
+      location.assign("/login");
+      return;
+    }
     status.textContent = "reconnecting…";
     table.dataset.live = "";
     setTimeout(connect, delay);
