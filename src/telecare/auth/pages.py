@@ -109,10 +109,15 @@ def _login_page(
 
 def _login_csrf_ok(request: Request, supplied: str) -> bool:
     """Login CSRF defence (OWASP): a cross-site page must not sign the victim into the attacker's account.
-    The Origin, when the browser sends one (every browser does on a POST), must be ours, and the form must
-    carry the token of the cookie set with the form."""
+    The Origin, when the browser names one, must be ours, and the form must carry the token of the cookie
+    set with the form."""
+    # With `Referrer-Policy: no-referrer` browsers send `Origin: null` on a same-site form post, so "null"
+    # proves nothing either way: the token decides. A named other origin, or a browser saying cross-site
+    # (Fetch Metadata), is refused outright.
     origin = request.headers.get("origin")
-    if origin is not None and not same_origin(request, origin):
+    if origin not in (None, "null") and not same_origin(request, origin):
+        return False
+    if request.headers.get("sec-fetch-site") == "cross-site":
         return False
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
     return bool(cookie and supplied and constant_time_equal(cookie, supplied))
