@@ -209,7 +209,7 @@ async def test_login_refuses_a_post_without_the_forms_token_or_from_another_site
         "/login", data={**creds, "csrf_token": token}, headers={"Sec-Fetch-Site": "cross-site"}
     )
     assert r.status_code == 403
-    # A browser under `Referrer-Policy: no-referrer` sends `Origin: null` from our own form: the token decides.
+    # Under no-referrer a browser sends `Origin: null` from our own form: the token decides.
     token = client.cookies[LOGIN_CSRF_COOKIE]
     r = await client.post(
         "/login",
