@@ -135,6 +135,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(autouse=True)
+def _audit_guard() -> Iterator[None]:
+    """Fail any test during which a change to patient data committed without an audit entry in the same
+    transaction (telecare/audit/guard.py). Set-up code marks its units of work with `exempt_setup`."""
+    from telecare.audit.guard import GUARD
+
+    GUARD.install()
+    GUARD.take()
+    yield
+    found = GUARD.take()
+    if found:
+        pytest.fail("audit guard:\n" + "\n".join(str(v) for v in found[:20]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
 def _real_clock() -> Iterator[None]:
     reset_clock()
     yield
