@@ -137,7 +137,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture(autouse=True)
 def _audit_guard() -> Iterator[None]:
     """Fail any test during which a change to patient data committed without an audit entry in the same
-    transaction (telecare/audit/guard.py). Set-up code marks its units of work with `exempt_setup`."""
+    transaction (telecare/audit/guard.py). Set-up code opens its units of work with
+    `tests.factories.setup_uow` (`GUARD.exempt(uow, reason)`)."""
     from telecare.audit.guard import GUARD
 
     GUARD.install()

@@ -10,7 +10,13 @@ entries out of the account.
 
 A violation is recorded (table, patient id, statement) rather than raised inside the commit; the test
 harness fails the test that caused it. Units of work that set up test data on purpose say so with
-`exempt(uow, reason)`."""
+`exempt(uow, reason)`.
+
+The account is settled when the outermost transaction has committed (after the flush `commit()` does
+itself, so rows added without an explicit flush count). Releasing a savepoint keeps its changes and
+entries; rolling one back restores the account as it was when the savepoint began. Statements run on a
+connection taken from the session (`session.connection().execute(...)`, `exec_driver_sql`) are not seen:
+Telecare's code runs every statement through the session."""
 
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
 from telecare.core.db import Base
 
@@ -42,7 +50,10 @@ LINKED_PATIENT_TABLES = frozenset(
 EXEMPT_TABLES: dict[str, str] = {
     AUDIT_TABLE: "the audit trail itself",
 }
-_WRITE_SQL = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
+_WRITE_SQL = re.compile(
+    r"^\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|REPLACE\s+INTO)\s+\"?(\w+)\"?",
+    re.IGNORECASE,
+)
 
 
 def patient_tables() -> frozenset[str]:
@@ -81,39 +92,40 @@ class AuditGuard:
         self.violations: list[Violation] = []
         self._lock = threading.Lock()
         self._states: weakref.WeakKeyDictionary[Session, _State] = weakref.WeakKeyDictionary()
-        self._savepoints: dict[int, _State] = {}
+        self._savepoints: dict[int, _State] = {}  # id(nested SessionTransaction) -> account at its start
         self._exempt: weakref.WeakKeyDictionary[Session, str] = weakref.WeakKeyDictionary()
         self._tables: frozenset[str] | None = None
         self.installed = False
 
     # ---- wiring -----------------------------------------------------------------------------------------
 
+    _HOOKS = (
+        ("after_flush", "_after_flush"),
+        ("do_orm_execute", "_on_execute"),
+        ("after_commit", "_after_commit"),
+        ("after_rollback", "_after_rollback"),
+        ("after_transaction_create", "_begin_transaction"),
+        ("after_transaction_end", "_end_transaction"),
+    )
+
     def install(self) -> None:
         if self.installed:
             return
-        event.listen(Session, "after_flush", self._after_flush)
-        event.listen(Session, "do_orm_execute", self._on_execute)
-        event.listen(Session, "before_commit", self._before_commit)
-        event.listen(Session, "after_commit", self._reset)
-        event.listen(Session, "after_rollback", self._reset)
-        event.listen(Session, "after_transaction_create", self._begin_savepoint)
-        event.listen(Session, "after_soft_rollback", self._rollback_savepoint)
+        for name, method in self._HOOKS:
+            event.listen(Session, name, getattr(self, method))
         self.installed = True
 
     def uninstall(self) -> None:
         if not self.installed:
             return
-        event.remove(Session, "after_flush", self._after_flush)
-        event.remove(Session, "do_orm_execute", self._on_execute)
-        event.remove(Session, "before_commit", self._before_commit)
-        event.remove(Session, "after_commit", self._reset)
-        event.remove(Session, "after_rollback", self._reset)
-        event.remove(Session, "after_transaction_create", self._begin_savepoint)
-        event.remove(Session, "after_soft_rollback", self._rollback_savepoint)
+        for name, method in self._HOOKS:
+            event.remove(Session, name, getattr(self, method))
         self.installed = False
 
     def exempt(self, session: AsyncSession | Session, reason: str) -> None:
         """This unit of work writes without actions on purpose (test set-up data, the demo loader)."""
+        if not reason.strip():
+            raise ValueError("an exemption from the audit guard needs a reason")
         sync = session.sync_session if isinstance(session, AsyncSession) else session
         self._exempt[sync] = reason
 
@@ -137,10 +149,11 @@ class AuditGuard:
         return state
 
     def _touch(self, session: Session, table: str, patient_id: Any, how: str) -> None:
-        pid = int(patient_id) if isinstance(patient_id, int) else None
+        pid = int(patient_id) if isinstance(patient_id, int) and not isinstance(patient_id, bool) else None
         self._state(session).touched.setdefault(pid, (table, how))
 
     def _after_flush(self, session: Session, _context: Any) -> None:
+        # In after_flush, new/dirty/deleted still show what this flush wrote (and new rows have their ids).
         for obj, how in (
             *((o, "insert") for o in session.new),
             *((o, "update") for o in session.dirty if session.is_modified(o, include_collections=False)),
@@ -157,9 +170,9 @@ class AuditGuard:
                 continue
             if table in self.tables:
                 pid = obj.id if table == "patients" else getattr(obj, "patient_id", None)
-                self._touch(session, table, pid, how)
+                self._touch(session, table, pid, f"ORM {how} of {type(obj).__name__}")
             elif table in LINKED_PATIENT_TABLES:
-                self._touch(session, table, None, how)
+                self._touch(session, table, None, f"ORM {how} of {type(obj).__name__}")
 
     def _on_execute(self, state: ORMExecuteState) -> None:
         if state.is_select:
@@ -172,45 +185,48 @@ class AuditGuard:
         else:
             match = _WRITE_SQL.match(str(statement))
             table = match.group(1) if match else None
-        if table is None or table == AUDIT_TABLE:
-            if table == AUDIT_TABLE:
-                self._state(state.session).entries += 1
+        if table is None:
+            return
+        if table == AUDIT_TABLE:
+            self._state(state.session).entries += 1
             return
         if table not in self.tables and table not in LINKED_PATIENT_TABLES:
             return
-        pids: set[Any] = set()
-        params = state.parameters
-        rows = params if isinstance(params, list) else [params] if params else []
-        for row in rows:
-            value = row.get("patient_id") if isinstance(row, dict) else None
-            if isinstance(value, list | tuple):
-                pids.update(value)
-            elif value is not None:
-                pids.add(value)
-        values = getattr(statement, "_multi_values", None) or ()
-        for batch in values:
-            for row in batch:
-                for key, value in (row.items() if isinstance(row, dict) else ()):
-                    if getattr(key, "name", key) == "patient_id":
-                        pids.add(getattr(value, "value", value))
-        how = "statement " + (str(statement).split("(")[0].strip()[:60] or "?")
+        key = "id" if table == "patients" else "patient_id"
+        pids = _patient_ids(statement, state.parameters, key)
+        how = _describe(statement)
         if not pids or table in LINKED_PATIENT_TABLES:
             self._touch(state.session, table, None, how)
         for pid in pids:
             self._touch(state.session, table, pid, how)
 
-    def _begin_savepoint(self, session: Session, transaction: SessionTransaction) -> None:
+    def _begin_transaction(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.nested:
             self._savepoints[id(transaction)] = self._state(session).copy()
 
-    def _rollback_savepoint(self, session: Session, previous: SessionTransaction) -> None:
-        snapshot = self._savepoints.pop(id(previous), None)
-        if previous.nested and snapshot is not None:
-            self._states[session] = snapshot
+    def _after_rollback(self, session: Session) -> None:
+        # Fired for the outermost transaction and for a savepoint; while a savepoint rolls back it is still
+        # the session's innermost nested transaction.
+        nested = session.get_nested_transaction()
+        if nested is not None:
+            snapshot = self._savepoints.get(id(nested))
+            if snapshot is not None:
+                self._states[session] = snapshot.copy()
 
-    def _before_commit(self, session: Session) -> None:
-        state = self._states.get(session)
-        if state is None or session in self._exempt or session.in_nested_transaction():
+    def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # a savepoint released: its changes and entries stay in the transaction's account
+        self._settle(session)
+
+    def _end_transaction(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.nested:
+            self._savepoints.pop(id(transaction), None)
+        elif transaction.parent is None:
+            self._states.pop(session, None)  # committed (settled), rolled back or closed: start afresh
+
+    def _settle(self, session: Session) -> None:
+        state = self._states.pop(session, None)
+        if state is None or session in self._exempt:
             return
         found = []
         for pid, (table, how) in state.touched.items():
@@ -223,8 +239,49 @@ class AuditGuard:
             with self._lock:
                 self.violations.extend(found)
 
-    def _reset(self, session: Session) -> None:
-        self._states.pop(session, None)
+
+def _describe(statement: Any) -> str:
+    try:
+        text = str(statement)
+    except Exception:  # a statement that only compiles on its own dialect
+        text = type(statement).__name__
+    return "statement " + (" ".join(text.split("(")[0].split())[:60] or "?")
+
+
+def _add(pids: set[Any], value: Any) -> None:
+    value = getattr(value, "value", value)  # a bound parameter
+    if isinstance(value, list | tuple):
+        pids.update(v for v in value if v is not None)
+    elif value is not None:
+        pids.add(value)
+
+
+def _patient_ids(statement: Any, parameters: Any, key: str) -> set[Any]:
+    """The patients a DML statement names: in its parameters (one row or executemany), in `.values(...)`,
+    or in its WHERE clause (`column == value`, `column IN (...)`). Empty when it names none."""
+    pids: set[Any] = set()
+    rows = parameters if isinstance(parameters, list | tuple) else [parameters] if parameters else []
+    for row in rows:
+        if isinstance(row, dict) and key in row:
+            _add(pids, row[key])
+    values = getattr(statement, "_values", None) or {}
+    multi = getattr(statement, "_multi_values", None) or ()
+    for mapping in (values, *(row for batch in multi for row in batch)):
+        for column, value in mapping.items() if isinstance(mapping, dict) else ():
+            if getattr(column, "name", column) == key:
+                _add(pids, value)
+    for criterion in getattr(statement, "_where_criteria", ()) or ():
+        for node in visitors.iterate(criterion):
+            if isinstance(node, BinaryExpression) and getattr(node.left, "name", None) == key:
+                if node.operator in (operators.eq, operators.in_op):
+                    right = node.right
+                    if isinstance(right, BindParameter):
+                        _add(pids, right.effective_value)
+                    else:
+                        for sub in visitors.iterate(right):
+                            if isinstance(sub, BindParameter):
+                                _add(pids, sub.effective_value)
+    return pids
 
 
 GUARD = AuditGuard()
