@@ -180,3 +180,29 @@ async def test_set_up_code_declares_itself_and_needs_a_reason(db: Database) -> N
     async with db.unit_of_work() as uow:
         with pytest.raises(ValueError, match="reason"):
             GUARD.exempt(uow, " ")
+
+
+async def test_a_statement_that_changes_nothing_needs_no_entry(db: Database) -> None:
+    org, pid, _ = await _world(db)
+    row = _reading(org, pid)
+    async with setup_uow(db) as uow:
+        uow.add(Reading(**row))
+    table = Reading.__table__
+    async with db.unit_of_work() as uow:  # a replay: ON CONFLICT DO NOTHING meets only the duplicate
+        dialect = uow.db.engine.dialect.name
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        stmt = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).values(**row)
+        result = await uow.execute(
+            stmt.on_conflict_do_nothing(index_elements=["identity_hash"]).returning(table.c.id)
+        )
+        assert result.all() == []
+        await uow.execute(update(Patient).where(Patient.id == -1).values(city="Nowhere"))
+    assert _caught() == []
+    async with db.unit_of_work() as uow:  # the same statement for a new reading changes data: caught
+        new = _reading(org, pid)
+        result = await uow.execute(
+            stmt.values(**new).on_conflict_do_nothing(index_elements=["identity_hash"]).returning(table.c.id)
+        )
+        assert len(result.all()) == 1
+    assert [(v.table, v.patient_id) for v in _caught()] == [("readings", pid)]

@@ -26,7 +26,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import CursorResult, Result, event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.sql import operators, visitors
@@ -54,6 +54,7 @@ _WRITE_SQL = re.compile(
     r"^\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|REPLACE\s+INTO)\s+\"?(\w+)\"?",
     re.IGNORECASE,
 )
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 
 
 def patient_tables() -> frozenset[str]:
@@ -174,31 +175,43 @@ class AuditGuard:
             elif table in LINKED_PATIENT_TABLES:
                 self._touch(session, table, None, f"ORM {how} of {type(obj).__name__}")
 
-    def _on_execute(self, state: ORMExecuteState) -> None:
+    def _on_execute(self, state: ORMExecuteState) -> Result[Any] | None:
         if state.is_select:
-            return
+            return None
         statement = state.statement
         table: str | None = None
         if state.is_insert or state.is_update or state.is_delete:
             target = getattr(statement, "table", None)
             table = getattr(target, "name", None)
         else:
-            match = _WRITE_SQL.match(str(statement))
+            match = _WRITE_SQL.match(_sql(statement))
             table = match.group(1) if match else None
         if table is None:
-            return
+            return None
         if table == AUDIT_TABLE:
             self._state(state.session).entries += 1
-            return
+            return None
         if table not in self.tables and table not in LINKED_PATIENT_TABLES:
-            return
+            return None
         key = "id" if table == "patients" else "patient_id"
         pids = _patient_ids(statement, state.parameters, key)
         how = _describe(statement)
-        if not pids or table in LINKED_PATIENT_TABLES:
-            self._touch(state.session, table, None, how)
-        for pid in pids:
-            self._touch(state.session, table, pid, how)
+        # Run it here to see whether it changed anything: an INSERT ... ON CONFLICT DO NOTHING that met only
+        # duplicates (a replayed upload, an alert already open) or an UPDATE matching no row changes no data.
+        result = state.invoke_statement()
+        affected = -1  # unknown (an ORM bulk insert without RETURNING): count it as a change
+        if isinstance(result, CursorResult) and not result.returns_rows:
+            affected = result.rowcount
+        elif getattr(statement, "_returning", None) or _RETURNING.search(_sql(statement)):
+            frozen = result.freeze()  # buffer the rows to count them; the caller gets the same rows
+            affected = len(frozen.data)
+            result = frozen()
+        if affected != 0:
+            if not pids or table in LINKED_PATIENT_TABLES:
+                self._touch(state.session, table, None, how)
+            for pid in pids:
+                self._touch(state.session, table, pid, how)
+        return result
 
     def _begin_transaction(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.nested:
@@ -240,12 +253,15 @@ class AuditGuard:
                 self.violations.extend(found)
 
 
-def _describe(statement: Any) -> str:
+def _sql(statement: Any) -> str:
     try:
-        text = str(statement)
+        return str(statement)
     except Exception:  # a statement that only compiles on its own dialect
-        text = type(statement).__name__
-    return "statement " + (" ".join(text.split("(")[0].split())[:60] or "?")
+        return type(statement).__name__
+
+
+def _describe(statement: Any) -> str:
+    return "statement " + (" ".join(_sql(statement).split("(")[0].split())[:60] or "?")
 
 
 def _add(pids: set[Any], value: Any) -> None:
