@@ -206,3 +206,27 @@ async def test_a_statement_that_changes_nothing_needs_no_entry(db: Database) -> 
         )
         assert len(result.all()) == 1
     assert [(v.table, v.patient_id) for v in _caught()] == [("readings", pid)]
+
+
+async def test_the_demo_loader_declares_itself_and_is_audited_once_as_a_system_import(db: Database) -> None:
+    from sqlalchemy import func, select
+
+    from telecare.audit.models import AuditEntry
+    from telecare.identity import demo
+    from telecare.monitoring import demo as monitoring_demo
+
+    async with db.unit_of_work() as uow:  # as `telecare demo` does
+        lines = await demo.load(uow, db.settings)
+        assert await monitoring_demo.load(uow, db.settings, demo.DEMO_SLUG) > 0
+    assert lines is not None
+    assert lines[0].startswith("demo organization loaded")
+    assert _caught() == []
+    async with db.unit_of_work() as uow:
+        entries = (
+            await uow.execute(select(AuditEntry.detail).where(AuditEntry.actor_kind == "system"))
+        ).all()
+        patients = await uow.scalar(select(func.count(Patient.id)))
+    assert patients == 50
+    assert [d for (d,) in entries if d.get("via") == "demo_import"] == [
+        {"demo": True, "patients": 50, "via": "demo_import"}
+    ]
