@@ -72,6 +72,12 @@ def test_the_guard_is_installed_and_knows_the_patient_tables() -> None:
     tables = patient_tables()
     assert {"patients", "readings", "appointments", "rpm_enrolments"} <= tables
     assert "audit_entries" not in tables
+    from telecare.audit.guard import LINKED_PATIENT_TABLES
+    from telecare.core.db import Base
+    from telecare.domains import install
+
+    install()
+    assert LINKED_PATIENT_TABLES <= set(Base.metadata.tables), "a linked patient-data table was renamed"
 
 
 async def test_a_raw_orm_add_committed_without_audit_is_caught(db: Database) -> None:

@@ -96,6 +96,7 @@ class AuditGuard:
         self._savepoints: dict[int, _State] = {}  # id(nested SessionTransaction) -> account at its start
         self._exempt: weakref.WeakKeyDictionary[Session, str] = weakref.WeakKeyDictionary()
         self._tables: frozenset[str] | None = None
+        self._known = 0
         self.installed = False
 
     # ---- wiring -----------------------------------------------------------------------------------------
@@ -139,8 +140,10 @@ class AuditGuard:
 
     @property
     def tables(self) -> frozenset[str]:
-        if self._tables is None:
-            self._tables = patient_tables()
+        # Recomputed when more models are imported (a flush may come before every domain is installed).
+        known = len(Base.metadata.tables)
+        if self._tables is None or self._known != known:
+            self._tables, self._known = patient_tables(), known
         return self._tables
 
     def _state(self, session: Session) -> _State:
