@@ -15,8 +15,11 @@ harness fails the test that caused it. Units of work that set up test data on pu
 The account is settled when the outermost transaction has committed (after the flush `commit()` does
 itself, so rows added without an explicit flush count). Releasing a savepoint keeps its changes and
 entries; rolling one back restores the account as it was when the savepoint began. Statements run on a
-connection taken from the session (`session.connection().execute(...)`, `exec_driver_sql`) are not seen:
-Telecare's code runs every statement through the session."""
+connection taken from the session (`session.connection().execute(...)`, `exec_driver_sql`) and the legacy
+`Session.bulk_*` methods are not seen: Telecare's code runs every statement through the session. A statement
+is accounted by what it changed: an `INSERT ... ON CONFLICT DO NOTHING` that met only duplicates, or an
+UPDATE matching no row, needs no entry; one that changed rows needs an entry for every patient its
+parameters, `.values()` or WHERE clause name (for all of them, even if only some rows were new)."""
 
 from __future__ import annotations
 
