@@ -142,7 +142,11 @@ def _audit_guard() -> Iterator[None]:
     from telecare.audit.guard import GUARD
 
     GUARD.install()
-    GUARD.take()
+    before = GUARD.take()  # committed by module- or session-scoped set-up, or by a job between tests
+    if before:
+        pytest.fail(
+            "audit guard, before this test:\n" + "\n".join(str(v) for v in before[:20]), pytrace=False
+        )
     yield
     found = GUARD.take()
     if found:
