@@ -135,6 +135,25 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(autouse=True)
+def _audit_guard() -> Iterator[None]:
+    """Fail any test during which a change to patient data committed without an audit entry in the same
+    transaction (telecare/audit/guard.py). Set-up code opens its units of work with
+    `tests.factories.setup_uow` (`GUARD.exempt(uow, reason)`)."""
+    from telecare.audit.guard import GUARD
+
+    GUARD.install()
+    before = GUARD.take()  # committed by module- or session-scoped set-up, or by a job between tests
+    if before:
+        pytest.fail(
+            "audit guard, before this test:\n" + "\n".join(str(v) for v in before[:20]), pytrace=False
+        )
+    yield
+    found = GUARD.take()
+    if found:
+        pytest.fail("audit guard:\n" + "\n".join(str(v) for v in found[:20]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
 def _real_clock() -> Iterator[None]:
     reset_clock()
     yield

@@ -1,17 +1,24 @@
-"""Plain typed factories. Each opens its own unit of work on the test database."""
+"""Plain typed factories. Each opens its own unit of work on the test database.
+
+Factories write rows directly, not through actions, so their units of work are exempt from the audit guard
+(telecare/audit/guard.py): open them with `setup_uow(db)`. A test that checks an action opens its own unit
+of work with `db.unit_of_work()` and stays guarded."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 
+from telecare.audit.guard import GUARD
 from telecare.auth import sessions
 from telecare.auth.principal import system_principal
-from telecare.core.db import Database
+from telecare.core.db import Database, UnitOfWork
 from telecare.core.time import utc_now
 from telecare.identity import service
 from telecare.identity.models import (
@@ -30,6 +37,15 @@ from telecare.identity.models import (
 
 PASSWORD = "correct horse battery staple"
 _seq = itertools.count(1)
+
+
+@contextlib.asynccontextmanager
+async def setup_uow(db: Database, reason: str = "test set-up") -> AsyncIterator[UnitOfWork]:
+    """A unit of work for test set-up: it writes rows behind the actions' back on purpose, so the audit
+    guard does not account for it."""
+    async with db.unit_of_work() as uow:
+        GUARD.exempt(uow, reason)
+        yield uow
 
 
 @dataclass
@@ -51,7 +67,7 @@ async def make_org(
     privacy_email: str | None = "privacy@clinic.test",
     demo: bool = False,
 ) -> int:
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         n = next(_seq)
         org = Organization(
             name=f"{name} {n}", slug=f"org-{n}", privacy_contact_email=privacy_email, is_demo=demo
@@ -70,7 +86,7 @@ async def make_user(
     password: str = PASSWORD,
     residence_state: str | None = "PA",
 ) -> Account:
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         n = next(_seq)
         email = email or f"{role}{n}@org{org_id}.test"
         user = await service.create_user(
@@ -101,7 +117,7 @@ async def make_user(
 async def make_patient(
     db: Database, org_id: int, *, state: str = "PA", with_login: bool = False, **fields: Any
 ) -> Account | int:
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         n = next(_seq)
         user_id = None
         email = f"patient{n}@org{org_id}.test"
@@ -136,7 +152,7 @@ async def make_patient(
 
 
 async def add_to_care_team(db: Database, *, patient_id: int, practitioner_id: int, org_id: int) -> None:
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         s.add(CareTeamMember(org_id=org_id, patient_id=patient_id, practitioner_id=practitioner_id))
 
 
@@ -152,7 +168,7 @@ async def add_license(
     license_type: str = "MD",
 ) -> None:
     today = utc_now().date()
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         s.add(
             License(
                 org_id=org_id,
@@ -177,7 +193,7 @@ async def add_privilege(
     expires_on: date | None = None,
 ) -> None:
     today = utc_now().date()
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         s.add(
             CompactPrivilege(
                 org_id=org_id,
@@ -192,7 +208,7 @@ async def add_privilege(
 
 
 async def token_for(db: Database, account: Account, scopes: list[str] | None = None) -> str:
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         user = await s.get(User, account.user_id)
         assert user is not None
         _, token = await service.issue_token(
@@ -263,7 +279,7 @@ async def make_device(
     from telecare.monitoring.models import Device, DeviceAssignment
 
     serial = serial or f"SN-{next(_seq):06d}"
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         device = Device(
             org_id=org_id,
             device_type=device_type,
@@ -289,7 +305,7 @@ async def make_device(
 async def make_device_key(db: Database, org_id: int, device_ids: list[int]) -> str:
     from telecare.monitoring import service as monitoring
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         _, key = await monitoring.issue_device_key(
             s, org_id=org_id, device_ids=device_ids, name="test", created_by_user_id=None
         )
@@ -307,7 +323,7 @@ async def enrol_rpm(
 ) -> int:
     from telecare.monitoring.models import RpmEnrolment
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         enrolment = RpmEnrolment(
             org_id=org_id,
             patient_id=patient_id,
@@ -325,7 +341,7 @@ async def enrol_rpm(
 async def make_nightscout_secret(db: Database, patient_id: int) -> str:
     from telecare.monitoring import service as monitoring
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         patient = await s.get(Patient, patient_id)
         assert patient is not None
         return await monitoring.issue_nightscout_secret(s, patient=patient)

@@ -39,7 +39,16 @@ from telecare.auth.dependencies import CSRF_HEADER, SESSION_COOKIE
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Role
-from tests.factories import Account, add_to_care_team, bearer, make_org, make_patient, make_user, token_for
+from tests.factories import (
+    Account,
+    add_to_care_team,
+    bearer,
+    make_org,
+    make_patient,
+    make_user,
+    setup_uow,
+    token_for,
+)
 
 CLINICAL = (Role.PHYSICIAN, Role.NURSE, Role.THERAPIST, Role.PHARMACIST)
 _case_seq = itertools.count(1)
@@ -360,7 +369,7 @@ async def _party(db: Database, tag: str, state: str) -> Party:
 
     from telecare.identity.models import Patient, Practitioner, User
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         own_row = await s.get(Patient, own.patient_id)
         other_row = await s.get(Patient, other)
         assert own_row is not None
@@ -389,7 +398,7 @@ async def build_world(db: Database, client: httpx.AsyncClient) -> World:
             r = await client.get(f"/api/v1/patients/{patient.id}", headers=headers)
             assert r.status_code == 200, r.text
         past = utc_now() - timedelta(hours=2)
-        async with db.unit_of_work() as s:
+        async with setup_uow(db) as s:
             for acc in [party.bystander, *(party.accounts[r] for r in CLINICAL)]:
                 s.add(
                     BreakGlassGrant(
@@ -412,7 +421,7 @@ async def _web_session(db: Database, account: Account) -> dict[str, str]:
     from telecare.auth.sessions import create_web_session
     from telecare.identity.models import User
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         user = await s.get(User, account.user_id)
         assert user is not None
         new = await create_web_session(s, user, client_addr="127.0.0.1", mfa_verified=True)

@@ -26,7 +26,7 @@ from tests.access.matrix_kit import (
     probe,
     targets,
 )
-from tests.factories import Account, token_for
+from tests.factories import Account, setup_uow, token_for
 
 P, CT, PR, U, TK, AU, AG, BG = (
     Resource.PATIENT,
@@ -113,7 +113,7 @@ async def _grant_target(world: World, caller: Caller, rel: Rel) -> Target:
     acc = party.bystander
     if rel is Rel.OWN and caller.account is not None and caller.account.practitioner_id:
         acc = caller.account
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         grant_id = (
             await s.execute(
                 select(func.max(BreakGlassGrant.id)).where(
@@ -153,7 +153,7 @@ def _new_patient_body(n: int) -> dict[str, Any]:
 
 
 async def _patient_exists(world: World, mrn: str) -> bool:
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         return (await s.execute(select(Patient.id).where(Patient.mrn == mrn))).first() is not None
 
 
@@ -172,7 +172,7 @@ async def _patient_create(world: World, caller: Caller, t: Target) -> Outcome:
 async def _patient_update(world: World, caller: Caller, t: Target) -> Outcome:
     city = f"City{next_case()}"
     r = await world.client.patch(f"{API}/patients/{t.id}", json={"city": city}, headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         stored = (await s.execute(select(Patient.city).where(Patient.id == t.id))).scalar_one()
     return Outcome(r, _ok(r) and body_of(r).get("id") == t.id, stored == city)
 
@@ -201,7 +201,7 @@ absent(CT, S, "GET", "/api/v1/care-teams")
 async def _spare_member(world: World, patient_id: int, *, present: bool) -> int | None:
     """Put the spare nurse on (or off) the patient's care team directly in the database."""
     prac = world.a.spare.practitioner_id
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         row = (
             await s.execute(
                 select(CareTeamMember).where(
@@ -229,7 +229,7 @@ async def _care_team_create(world: World, caller: Caller, t: Target) -> Outcome:
         json={"practitioner_id": world.a.spare.practitioner_id},
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         added = (
             await s.execute(
                 select(CareTeamMember.id).where(
@@ -249,7 +249,7 @@ async def _care_team_delete(world: World, caller: Caller, t: Target) -> Outcome:
     assert t.id is not None
     member_id = await _spare_member(world, t.id, present=True)
     r = await world.client.delete(f"{API}/patients/{t.id}/care-team/{member_id}", headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         gone = await s.get(CareTeamMember, member_id) is None
     return Outcome(r, None, gone)
 
@@ -305,7 +305,7 @@ async def _user_create(world: World, caller: Caller, t: Target) -> Outcome:
     if t.data["org_id"] != world.a.org_id:
         body["org_id"] = t.data["org_id"]
     r = await world.client.post(f"{API}/users", json=body, headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         exists = (await s.execute(select(User.id).where(User.email == email))).first() is not None
     return Outcome(r, _ok(r) and body_of(r).get("email") == email, exists)
 
@@ -314,7 +314,7 @@ async def _user_create(world: World, caller: Caller, t: Target) -> Outcome:
 async def _user_update(world: World, caller: Caller, t: Target) -> Outcome:
     name = f"Renamed {next_case()}"
     r = await world.client.patch(f"{API}/users/{t.id}", json={"display_name": name}, headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         stored = (await s.execute(select(User.display_name).where(User.id == t.id))).scalar_one()
     return Outcome(r, _ok(r) and body_of(r).get("id") == t.id, stored == name)
 
@@ -342,7 +342,7 @@ async def _token_create(world: World, caller: Caller, t: Target) -> Outcome:
         json={"user_id": acc.user_id, "name": name, "scopes": ["user/Patient.r"]},
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (await s.execute(select(ApiToken.id).where(ApiToken.name == name))).first() is not None
     return Outcome(r, _ok(r) and body_of(r).get("user_id") == acc.user_id, made)
 
@@ -355,7 +355,7 @@ async def _token_delete(world: World, caller: Caller, t: Target) -> Outcome:
     acc: Account = t.data["account"]
     fresh = _token_id(await token_for(world.db, acc, ["user/Patient.r"]))
     r = await world.client.delete(f"{API}/tokens/{fresh}", headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         revoked = (await s.execute(select(ApiToken.revoked_at).where(ApiToken.id == fresh))).scalar_one()
     return Outcome(r, None, revoked is not None)
 
@@ -413,7 +413,7 @@ async def _grant_create(world: World, caller: Caller, t: Target) -> Outcome:
     user_id = caller.account.user_id if caller.account else world.a.bystander.user_id
 
     async def count() -> int:
-        async with world.db.unit_of_work() as s:
+        async with setup_uow(world.db) as s:
             return int(
                 (
                     await s.execute(
@@ -433,7 +433,7 @@ async def _grant_create(world: World, caller: Caller, t: Target) -> Outcome:
     )
     made = await count() > before
     # End the grant at once so that it does not widen this caller's reach for the cases that follow.
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         await s.execute(
             update(BreakGlassGrant)
             .where(BreakGlassGrant.user_id == user_id, BreakGlassGrant.expires_at > utc_now())

@@ -48,6 +48,7 @@ from tests.access.matrix_kit import (
     targets,
     world_setup,
 )
+from tests.factories import setup_uow
 
 OBS, DEV, KEY, ENR, FLAG, GOAL, TIME, BILL, P = (
     Resource.OBSERVATION,
@@ -80,7 +81,7 @@ def _marker(kind: str, patient_id: int) -> str:
 @world_setup
 async def _monitoring_world(world: World) -> None:
     now = utc_now()
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         for party in (world.a, world.b):
             physician = party.accounts[Role.PHYSICIAN]
             assert physician.practitioner_id is not None
@@ -241,7 +242,7 @@ async def _fhir_observation_search(world: World, caller: Caller, t: Target) -> O
 
 
 async def _reading_count(world: World, **where: Any) -> int:
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         stmt = select(Reading.id).filter_by(**where)
         return len((await s.execute(stmt)).all())
 
@@ -337,7 +338,7 @@ absent(
 
 
 async def _assigned_to(world: World, device_id: int, patient_id: int | None) -> bool:
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         row = (
             await s.execute(
                 select(DeviceAssignment.id).where(
@@ -374,7 +375,7 @@ async def _device_hand_out(world: World, caller: Caller, t: Target) -> Outcome:
 async def _device_assign(world: World, caller: Caller, t: Target) -> Outcome:
     # Reassign the caller's organization's spare device to the target patient.
     spare = world.extra[f"rpm:spare:{world.a.org_id}"]
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         await s.execute(
             update(DeviceAssignment)
             .where(DeviceAssignment.device_id == spare, DeviceAssignment.ended_at.is_(None))
@@ -408,7 +409,7 @@ async def _key_create(world: World, caller: Caller, t: Target) -> Outcome:
     r = await world.client.post(
         f"{API}/device-keys", params={"device_id": t.data["device"], "name": name}, headers=caller.headers
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (await s.execute(select(DeviceKey.id).where(DeviceKey.name == name))).first() is not None
     return Outcome(r, _ok(r) and body_of(r).get("device_ids") == [t.data["device"]], made)
 
@@ -418,13 +419,13 @@ absent(KEY, UPD, "PATCH", f"{API}/device-keys/{{id}}", reason="keys are revoked 
 
 @probe(KEY, D)
 async def _key_revoke(world: World, caller: Caller, t: Target) -> Outcome:
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         key = DeviceKey(org_id=t.data["org_id"], name="to revoke", key_hash=uuid.uuid4().hex)
         s.add(key)
         await s.flush()
         key_id = key.id
     r = await world.client.delete(f"{API}/device-keys/{key_id}", headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         revoked = (await s.execute(select(DeviceKey.revoked_at).where(DeviceKey.id == key_id))).scalar_one()
     return Outcome(r, _ok(r), revoked is not None)
 
@@ -442,7 +443,7 @@ absent(ENR, S, "GET", f"{API}/enrolments", reason="no REST search yet (the billi
 @probe(ENR, C)
 async def _enrol(world: World, caller: Caller, t: Target) -> Outcome:
     # The world's patients are enrolled: end the active episode first, restore it when nothing new came.
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         active = (
             await s.execute(
                 select(RpmEnrolment.id).where(
@@ -464,7 +465,7 @@ async def _enrol(world: World, caller: Caller, t: Target) -> Outcome:
         },
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         new = (
             await s.execute(
                 select(RpmEnrolment.id).where(
@@ -510,7 +511,7 @@ async def _alert_worklist(world: World, caller: Caller, t: Target) -> Outcome:
 @probe(FLAG, UPD)
 async def _alert_acknowledge(world: World, caller: Caller, t: Target) -> Outcome:
     note = f"seen by probe {next_case()}"
-    async with world.db.unit_of_work() as s:  # reopen it: acknowledging an acknowledged alert changes nothing
+    async with setup_uow(world.db) as s:  # reopen it: acknowledging an acknowledged alert changes nothing
         await s.execute(
             update(Alert)
             .where(Alert.id == t.id)
@@ -521,7 +522,7 @@ async def _alert_acknowledge(world: World, caller: Caller, t: Target) -> Outcome
     r = await world.client.post(
         f"{API}/alerts/{t.id}/acknowledge", json={"note": note}, headers=caller.headers
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         stored = (await s.execute(select(Alert.ack_note).where(Alert.id == t.id))).scalar_one()
     return Outcome(r, _ok(r) and body_of(r).get("id") == t.id, stored == note)
 
@@ -553,7 +554,7 @@ async def _rule_override(world: World, caller: Caller, t: Target) -> Outcome:
         json={"params": {"below": 87}, "reason": reason},
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (
             await s.execute(select(ThresholdOverride.id).where(ThresholdOverride.reason == reason))
         ).first() is not None
@@ -595,7 +596,7 @@ async def _log_time(world: World, caller: Caller, t: Target) -> Outcome:
         json={"kind": "call", "minutes": 1, "note": note},
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (await s.execute(select(TimeEntry.id).where(TimeEntry.note == note))).first() is not None
     return Outcome(r, _ok(r) and body_of(r).get("patient_id") == t.patient_id, made)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from telecare.core.db import Database
 from telecare.core.time import freeze_clock
 from telecare.monitoring.billing import management_lines, periods_ending_in, supply_line
-from tests.factories import bearer, token_for
+from tests.factories import bearer, setup_uow, token_for
 from tests.monitoring.conftest import build_clinic
 
 
@@ -76,7 +76,7 @@ async def test_monthly_worklist_lines_with_facts(client: httpx.AsyncClient, db: 
 
     from telecare.monitoring.models import RpmEnrolment
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         await s.execute(update(RpmEnrolment).values(started_on=date(2026, 11, 1)))
     cuff = clinic.serials["bp_cuff"]
     # 16 distinct local days in the first period (Nov 1 - Nov 30); two readings on one day count once
@@ -145,7 +145,7 @@ async def test_fifteen_days_is_99445_and_no_time_without_enrolment(
 
     from telecare.monitoring.models import RpmEnrolment
 
-    async with db.unit_of_work() as s:
+    async with setup_uow(db) as s:
         await s.execute(update(RpmEnrolment).values(started_on=date(2026, 11, 1)))
     cuff = clinic.serials["bp_cuff"]
     items = [

@@ -67,7 +67,7 @@ from tests.access.matrix_kit import (
     targets,
     world_setup,
 )
-from tests.factories import Account, add_license
+from tests.factories import Account, add_license, setup_uow
 from tests.visit_factories import principal_of
 
 SC, AP, EN, VN, BL, SV, CO = (
@@ -156,7 +156,7 @@ async def _completed_visit(
     assert doctor.practitioner_id is not None
     patient_user = party.accounts[Role.PATIENT].user_id if patient.id == party.own.id else None
     attester = patient_user or org.coordinator_user_id  # a patient without a login checks in by phone
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         consent = (
             (
                 await s.execute(
@@ -236,13 +236,13 @@ async def _completed_visit(
             )
         appt_id = appt.id
     token = f"Clinicalmark{appt_id}x"
-    async with world.db.unit_of_work() as s:
+    async with world.db.unit_of_work() as s:  # actions: audited, so guarded
         await notes.update_note(s, principal_of(doctor), appointment_id=appt_id, data=_note(token))
         if sign:
             await notes.sign_note(s, principal_of(doctor), appointment_id=appt_id)
     visit = Visit(appt_id, patient, doctor.practitioner_id, start, (token, city))
     if sign:
-        async with world.db.unit_of_work() as s:
+        async with setup_uow(world.db) as s:
             s.add(
                 SurveyResponse(
                     org_id=party.org_id,
@@ -268,7 +268,7 @@ async def _visits_world(world: World) -> None:
     hours = itertools.count()
     for tag, party in (("a", world.a), ("b", world.b)):
         state = party.own.state
-        async with world.db.unit_of_work() as s:
+        async with setup_uow(world.db) as s:
             pracs = list(
                 (
                     await s.execute(select(Practitioner.id).where(Practitioner.org_id == party.org_id))
@@ -345,7 +345,7 @@ async def _fresh(world: World, t: Target, *, status: AppointmentStatus, start: d
     n = next(_fresh_seq)
     org = t.data["org"]
     at = (start or datetime(2031, 1, 6, 14, tzinfo=UTC)) + timedelta(seconds=n)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         appt = Appointment(
             org_id=t.data["org_id"],
             patient_id=t.patient_id,
@@ -365,7 +365,7 @@ async def _fresh(world: World, t: Target, *, status: AppointmentStatus, start: d
 
 
 async def _status(world: World, appointment_id: int) -> AppointmentStatus:
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         value = (
             await s.execute(select(Appointment.status).where(Appointment.id == appointment_id))
         ).scalar_one()
@@ -374,7 +374,7 @@ async def _status(world: World, appointment_id: int) -> AppointmentStatus:
 
 async def _retire(world: World, appointment_id: int) -> None:
     """Cancel a probe's appointment so that it holds no time and forms no relationship afterwards."""
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         await s.execute(
             update(Appointment)
             .where(Appointment.id == appointment_id)
@@ -466,7 +466,7 @@ async def _schedule_target(world: World, caller: Caller, rel: Rel) -> Target:
 async def _consent_target(world: World, caller: Caller, rel: Rel) -> Target:
     """The organization's current consent text (OWN and SAME_ORG: organization A's; OTHER_ORG: B's)."""
     party = _party_for(world, rel)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         row = (
             await s.execute(
                 select(ConsentText.id, ConsentText.body)
@@ -520,7 +520,7 @@ async def _exception_create(world: World, caller: Caller, t: Target) -> Outcome:
         "label": label,
     }
     r = await world.client.post(f"{API}/availability/exceptions", json=body, headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (
             await s.execute(select(AvailabilityException.id).where(AvailabilityException.label == label))
         ).first() is not None
@@ -580,7 +580,7 @@ async def _appointment_book(world: World, caller: Caller, t: Target) -> Outcome:
         "patient_id": t.patient_id,
     }
     r = await world.client.post(f"{API}/appointments", json=body, headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (
             await s.execute(
                 select(Appointment.id).where(
@@ -627,7 +627,7 @@ async def _visit_step(world: World, caller: Caller, t: Target) -> Outcome:
         fresh = await _fresh(
             world, t, status=AppointmentStatus.BOOKED, start=utc_now() + timedelta(minutes=10)
         )
-        async with world.db.unit_of_work() as s:
+        async with setup_uow(world.db) as s:
             consent = (
                 await s.execute(
                     select(func.max(ConsentText.id)).where(ConsentText.org_id == t.data["org_id"])
@@ -683,7 +683,7 @@ async def _note_update(world: World, caller: Caller, t: Target) -> Outcome:
     r = await world.client.patch(
         f"{API}/visits/{t.id}/note", json={"technical_issues": text}, headers=caller.headers
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         stored = (
             await s.execute(select(VisitNote.technical_issues).where(VisitNote.appointment_id == t.id))
         ).scalar_one_or_none()
@@ -720,7 +720,7 @@ async def _review_lines(world: World, caller: Caller, t: Target) -> Outcome:
 @probe(BL, UPD)
 async def _line_adjust(world: World, caller: Caller, t: Target) -> Outcome:
     # Change the code only, so the line stays proposed (in the review list) for the cases that follow.
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         current = (await s.execute(select(BillingLine.cpt_code).where(BillingLine.id == t.id))).scalar_one()
     code = "99214" if current != "99214" else "99213"
     r = await world.client.patch(
@@ -728,7 +728,7 @@ async def _line_adjust(world: World, caller: Caller, t: Target) -> Outcome:
         json={"reason": f"matrix probe {next_case()}", "cpt_code": code},
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         stored = (await s.execute(select(BillingLine.cpt_code).where(BillingLine.id == t.id))).scalar_one()
     return Outcome(r, _ok(r) and body_of(r).get("id") == t.id, stored == code)
 
@@ -751,7 +751,7 @@ async def _survey_answer(world: World, caller: Caller, t: Target) -> Outcome:
         json={"rating": 5, "would_recommend": True, "comment": comment},
         headers=caller.headers,
     )
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (
             await s.execute(select(SurveyResponse.id).where(SurveyResponse.appointment_id == fresh))
         ).first() is not None
@@ -788,7 +788,7 @@ async def _consent_publish(world: World, caller: Caller, t: Target) -> Outcome:
     if t.data["org_id"] != world.a.org_id:
         body["org_id"] = t.data["org_id"]  # mass assignment into another organization
     r = await world.client.post(f"{API}/consent", json=body, headers=caller.headers)
-    async with world.db.unit_of_work() as s:
+    async with setup_uow(world.db) as s:
         made = (await s.execute(select(ConsentText.id).where(ConsentText.title == title))).first() is not None
     return Outcome(r, _ok(r) and body_of(r).get("title") == title, made)
 

@@ -126,6 +126,7 @@ async def open_missing_data(session: AsyncSession) -> int:
         ).all()
     )
     rules = await engine.load_patient_rules(session, ids)
+    key = as_uow(session).audit_key
     opened = 0
     for patient_id, org_id, _programs, enrolled_at in enrolled:
         rule = rules[patient_id].rule(RULES_BY_CODE[MISSING_DATA], now)
@@ -140,6 +141,18 @@ async def open_missing_data(session: AsyncSession) -> int:
             session, org_id=org_id, patient_id=patient_id, rule=rule, detail=detail, measured_at=None
         )
         if created:
+            await audit.record(
+                session,
+                audit.SYSTEM_ACTOR,
+                key=key,
+                action=AuditAction.CREATE,
+                resource_type="Flag",
+                resource_id=alert.id,
+                patient_id=patient_id,
+                org_id=org_id,
+                purpose=Purpose.TREATMENT,
+                detail={"rule": MISSING_DATA, "days": days},
+            )
             opened += 1
             engine.publish_alert(session, alert, "opened")
     return opened

@@ -71,6 +71,18 @@ async def send_due_reminders(session: AsyncSession, *, now: datetime | None = No
         try:
             async with session.begin_nested():
                 await session.flush()
+                # Queuing a reminder is a use of the patient's appointment (and contact details, to mail it).
+                await audit.record(
+                    session,
+                    audit.SYSTEM_ACTOR,
+                    key=audit_key(session),
+                    action=AuditAction.CREATE,
+                    resource_type="AppointmentReminder",
+                    resource_id=appt.id,
+                    patient_id=appt.patient_id,
+                    org_id=appt.org_id,
+                    detail={"offsets_minutes": sorted(due)},
+                )
         except IntegrityError:
             continue  # another worker took it
         if appt.created_at > appt.start_at - timedelta(minutes=nearest) or not patient.email:
