@@ -26,8 +26,10 @@ run: $(STAMP) .env
 	@echo "Serving on http://127.0.0.1:8000  (Ctrl-C to stop)"
 	$(BIN)/telecare serve
 
+# Two workers (pytest-xdist; each starts its own PostgreSQL and browser), whole files per worker so
+# module-scoped servers start once.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # A newcomer's loop: SQLite only, browser and slow tests deselected, two workers (a few minutes).
 test-fast: $(STAMP)

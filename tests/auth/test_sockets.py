@@ -27,7 +27,15 @@ from telecare.monitoring.alerts import ALERT_TOPIC
 from telecare.scheduling import service as scheduling
 from telecare.visits.live import invitations
 from telecare.visits.models import ParticipantRole
-from tests.factories import PASSWORD, Account, add_to_care_team, make_patient, make_user, token_for
+from tests.factories import (
+    PASSWORD,
+    Account,
+    add_to_care_team,
+    make_patient,
+    make_user,
+    setup_uow,
+    token_for,
+)
 from tests.visit_factories import Clinic, make_clinic, make_doctor, principal_of
 from tests.visits.live.conftest import Live, Login, admitted_visit, checked_in_visit, login
 from tests.visits.live.wsutil import expect, open_socket, quiet, refused_status
@@ -380,7 +388,7 @@ async def test_an_expired_break_glass_grant_stops_that_patients_alerts_within_se
             password=PASSWORD,
         )
     # The grant runs out three seconds from now (as if its 60 minutes were over); nobody publishes that.
-    async with db.unit_of_work() as s:
+    async with setup_uow(db, "test set-up: a grant about to expire") as s:
         await s.execute(
             update(BreakGlassGrant)
             .where(BreakGlassGrant.id == grant.id)
