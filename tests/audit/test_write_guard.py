@@ -7,10 +7,10 @@ takes its changes (and its entries) out of the account."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import insert, text, update
+from sqlalchemy import Table, insert, text, update
 
 from telecare.audit import service as audit
 from telecare.audit.guard import GUARD, Violation, patient_tables
@@ -193,7 +193,7 @@ async def test_a_statement_that_changes_nothing_needs_no_entry(db: Database) -> 
     row = _reading(org, pid)
     async with setup_uow(db) as uow:
         uow.add(Reading(**row))
-    table = Reading.__table__
+    table = cast(Table, Reading.__table__)
     async with db.unit_of_work() as uow:  # a replay: ON CONFLICT DO NOTHING meets only the duplicate
         dialect = uow.db.engine.dialect.name
         from sqlalchemy.dialects import postgresql, sqlite
@@ -236,3 +236,40 @@ async def test_the_demo_loader_declares_itself_and_is_audited_once_as_a_system_i
     assert [d for (d,) in entries if d.get("via") == "demo_import"] == [
         {"demo": True, "patients": 50, "via": "demo_import"}
     ]
+
+
+async def test_an_action_sabotaged_to_skip_its_audit_is_caught(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same action twice: as written it passes; with its audit call removed, the guard names the
+    patient it created."""
+    from datetime import date
+
+    from telecare.access import service as access
+    from telecare.identity.models import Sex
+    from telecare.identity.schemas import PatientCreate
+
+    org = await make_org(db)
+    coordinator = await make_user(db, org, Role.COORDINATOR)
+
+    def data(mrn: str) -> PatientCreate:
+        return PatientCreate(
+            mrn=mrn,
+            given_name="Ada",
+            family_name="Byron",
+            birth_date=date(1980, 1, 1),
+            sex=Sex.FEMALE,
+            state="PA",
+        )
+
+    async with db.unit_of_work() as uow:
+        await identity.create_patient(uow, principal_of(coordinator), data=data("GUARD1"))
+    assert _caught() == []
+
+    async def skipped(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(access, "record_access", skipped)
+    async with db.unit_of_work() as uow:
+        patient = await identity.create_patient(uow, principal_of(coordinator), data=data("GUARD2"))
+    assert [(v.table, v.patient_id) for v in _caught()] == [("patients", patient.id)]
