@@ -31,10 +31,11 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from telecare.access.models import BreakGlassGrant
 from telecare.access.policy import PATIENT_COMPARTMENT, Action, Reach, Resource, allowed_reach
+from telecare.audit.models import AuditEntry
 from telecare.auth.dependencies import CSRF_HEADER, SESSION_COOKIE
 from telecare.core.db import Database
 from telecare.core.time import utc_now
@@ -439,3 +440,38 @@ def caller_for(world: World, role: Role | None, surface: Surface = Surface.TOKEN
     if surface is Surface.SESSION:
         return Caller(role, world.a.accounts[role], dict(world.a.sessions[role]))
     return Caller(role, world.a.accounts[role], bearer(world.a.tokens[role]))
+
+
+# ---- the read guard --------------------------------------------------------------------------------------
+
+
+READS = frozenset({Action.READ, Action.SEARCH, Action.EXPORT})
+
+
+async def audit_mark(world: World) -> int:
+    async with world.db.unit_of_work() as s:
+        return int((await s.execute(select(func.coalesce(func.max(AuditEntry.id), 0)))).scalar_one())
+
+
+async def assert_read_audited(
+    world: World, probe_: Probe, target: Target, since: int, outcome: Outcome
+) -> None:
+    """The read guard: every allowed read of a patient's data leaves an audit entry naming that patient and
+    the resource type (docs/security.md), whichever surface served it."""
+    if probe_.action not in READS or probe_.resource not in PATIENT_COMPARTMENT or target.patient_id is None:
+        return
+    async with world.db.unit_of_work() as s:
+        found = (
+            await s.execute(
+                select(AuditEntry.id).where(
+                    AuditEntry.id > since,
+                    AuditEntry.patient_id == target.patient_id,
+                    AuditEntry.resource_type == str(probe_.resource),
+                    AuditEntry.outcome == "success",
+                )
+            )
+        ).first()
+    assert found is not None, (
+        f"unaudited read: {probe_.action} {probe_.resource} of patient {target.patient_id} via "
+        f"{outcome.response.request.method} {outcome.response.request.url.path}"
+    )

@@ -32,6 +32,8 @@ from tests.access.matrix_kit import (
     Surface,
     Target,
     World,
+    assert_read_audited,
+    audit_mark,
     caller_for,
     expectation,
     leaks,
@@ -149,7 +151,11 @@ async def test_matrix(world: World, case: Case) -> None:
     for each in (probe_, *PARITY.get((resource, action), [])):  # every API surface of the action
         assert each.perform is not None
         expected = expectation(role, resource, action, rel, collection=each.collection)
-        _check(world, caller, each, target, await each.perform(world, caller, target), expected, rel)
+        mark = await audit_mark(world)
+        outcome = await each.perform(world, caller, target)
+        _check(world, caller, each, target, outcome, expected, rel)
+        if expected is Expect.ALLOW:
+            await assert_read_audited(world, each, target, mark, outcome)
 
 
 def _check(

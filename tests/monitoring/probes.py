@@ -231,13 +231,20 @@ def _entry_ids(body: Any) -> set[str]:
     return {str(e.get("resource", {}).get("id")) for e in body.get("entry", []) if isinstance(e, dict)}
 
 
-@probe(OBS, S, collection=True)
+@probe(OBS, S)
 async def _fhir_observation_search(world: World, caller: Caller, t: Target) -> Outcome:
-    # Only the FHIR API searches readings across patients; asking for the target's patient by id must not
-    # find an out-of-reach patient's readings (no search oracle).
+    # A search naming one patient answers like the REST door: 404 (and a denied audit entry naming the
+    # patient) when that patient is out of reach, whether or not they exist.
     r = await world.client.get(
         f"{FHIR}/Observation", params={"patient": f"Patient/{t.patient_id}"}, headers=caller.headers
     )
+    return Outcome(r, _ok(r) and str(t.id) in _entry_ids(body_of(r)))
+
+
+@parity(OBS, S, collection=True)
+async def _fhir_observation_search_all(world: World, caller: Caller, t: Target) -> Outcome:
+    # Across patients, an out-of-reach patient's readings are simply not there (no search oracle).
+    r = await world.client.get(f"{FHIR}/Observation", params={"_count": "1000"}, headers=caller.headers)
     return Outcome(r, _ok(r) and str(t.id) in _entry_ids(body_of(r)))
 
 
