@@ -262,7 +262,9 @@ async def test_no_health_data_in_error_bodies_or_log_lines(
     assert unexpected
     assert "RuntimeError" in unexpected[-1].getMessage()
 
-    # What a production server would log for these requests: uvicorn's access line for the name search.
+    # What a production server would log for these requests: uvicorn's access line for the name search. (An
+    # in-process uvicorn started by an earlier test in this worker leaves the logger at WARNING.)
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
     logging.getLogger("uvicorn.access").info(
         '%s - "%s %s HTTP/%s" %d',
         "127.0.0.1:5000",

@@ -247,11 +247,14 @@ def test_admin_disables_a_user_and_their_open_session_is_thrown_out(
     row.get_by_role("button", name=f"Enable {demo_email('nurse.garcia')}").click()
     expect(row.locator("td.status")).to_have_text("Active")
 
-    # Create a user: a bad email is named; a good form adds the user to the list.
+    # Create a user: only roles within the admin's own access are offered (clinical accounts are the
+    # operator's, `telecare users create`); a bad email is named; a good form adds the user to the list.
     page.get_by_role("link", name="Create a user").click()
+    expect(page.get_by_label("Role").locator("option[value=nurse]")).to_have_count(0)
+    expect(page.locator("#role-hint")).to_contain_text("telecare users create")
     page.get_by_label("Email").fill("not-an-email")
     page.get_by_label("Display name").fill("Sam Fields")
-    page.get_by_label("Role").select_option("nurse")
+    page.get_by_label("Role").select_option("informatics")
     page.get_by_label("Initial password").fill("a-long-initial-password")
     page.get_by_role("button", name="Create user").click()
     expect(page.locator("#email-error")).to_contain_text("Enter an email address")
@@ -259,7 +262,7 @@ def test_admin_disables_a_user_and_their_open_session_is_thrown_out(
     page.get_by_label("Initial password").fill("a-long-initial-password")
     page.get_by_role("button", name="Create user").click()
     new_row = page.locator("tr[data-email='sam.fields@riverbend.example']")
-    expect(new_row).to_contain_text("Nurse")
+    expect(new_row).to_contain_text("Informatics")
     expect(new_row).to_contain_text("Pending")
 
 
