@@ -10,7 +10,6 @@ from telecare.access.policy import Action, Resource
 from telecare.access.service import (
     BreakGlassRefused,
     PatientNotAccessible,
-    audit_key,
     break_glass_duration,
     reach_for,
     record_denial,
@@ -85,7 +84,6 @@ async def break_the_glass(
     await audit.record(
         session,
         principal.actor(),
-        key=audit_key(session),
         action=AuditAction.BREAK_GLASS,
         resource_type=str(Resource.BREAK_GLASS),
         resource_id=grant.id,

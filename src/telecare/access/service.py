@@ -161,7 +161,6 @@ async def record_access(
     await audit.record(
         session,
         principal.actor(),
-        key=audit_key(session),
         action=AuditAction(str(action)),
         resource_type=str(resource),
         resource_id=resource_id,
@@ -235,7 +234,6 @@ async def record_search(
     await audit.record(
         session,
         principal.actor(),
-        key=audit_key(session),
         action=AuditAction.SEARCH,
         resource_type=str(resource),
         detail={"query": query or {}, "count": len(patient_ids)},

@@ -173,7 +173,6 @@ async def set_active(session: AsyncSession, principal: Principal, *, user_id: in
     await audit.record(
         session,
         principal.actor(),
-        key=access.audit_key(session),
         action=AuditAction.UPDATE,
         resource_type="User",
         resource_id=user.id,
@@ -233,35 +232,33 @@ async def authenticate(
     user = (await session.execute(select(User).where(func.lower(User.email) == email))).scalar_one_or_none()
     hasher = sessions.passwords(settings)
     now = utc_now()
-    key = access.audit_key(session)
     if user is not None and user.locked_until is not None and user.locked_until > now:
         hasher.verify(None, password)  # same cost as a real check
         retry = int((user.locked_until - now).total_seconds()) + 1
-        await _audit_login(session, user, client_addr, AuditOutcome.DENIED, key, "locked")
+        await _audit_login(session, user, client_addr, AuditOutcome.DENIED, "locked")
         return LoginOutcome(user, False, "locked", retry)
     valid = hasher.verify(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
         if user is not None:
             await sessions.count_password_failure(session, user, settings)
-            await _audit_login(session, user, client_addr, AuditOutcome.FAILURE, key, "bad_credentials")
+            await _audit_login(session, user, client_addr, AuditOutcome.FAILURE, "bad_credentials")
         return LoginOutcome(None, False, "bad_credentials")
     user.failed_logins = 0
     user.locked_until = None
     assert user.password_hash is not None
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = hasher.hash(password)
-    await _audit_login(session, user, client_addr, AuditOutcome.SUCCESS, key, "password")
+    await _audit_login(session, user, client_addr, AuditOutcome.SUCCESS, "password")
     return LoginOutcome(user, True)
 
 
 async def _audit_login(
-    session: AsyncSession, user: User, client_addr: str | None, outcome: AuditOutcome, key: bytes, step: str
+    session: AsyncSession, user: User, client_addr: str | None, outcome: AuditOutcome, step: str
 ) -> None:
     actor = audit.Actor(user.id, user.org_id, str(user.role), "session", client_addr)
     await audit.record(
         session,
         actor,
-        key=key,
         action=AuditAction.LOGIN,
         resource_type="User",
         resource_id=user.id,
@@ -287,9 +284,7 @@ async def verify_second_factor(
     )
     now = utc_now()
     if user.locked_until is not None and user.locked_until > now:
-        await _audit_login(
-            session, user, client_addr, AuditOutcome.DENIED, access.audit_key(session), "locked"
-        )
+        await _audit_login(session, user, client_addr, AuditOutcome.DENIED, "locked")
         return False
     # Re-read the replay guard under a row lock: two concurrent submissions of one code (a phished code
     # raced against its owner) must not both see the old last step. SQLite already serialises writers.
@@ -307,16 +302,13 @@ async def verify_second_factor(
         if failures >= settings.totp_max_failures:
             await sessions.clear_failures(session, failures_key)
             await sessions.lock_account(session, user, settings)
-            await _audit_login(
-                session, user, client_addr, AuditOutcome.DENIED, access.audit_key(session), "totp_lockout"
-            )
+            await _audit_login(session, user, client_addr, AuditOutcome.DENIED, "totp_lockout")
             return False
     await _audit_login(
         session,
         user,
         client_addr,
         AuditOutcome.SUCCESS if ok else AuditOutcome.FAILURE,
-        access.audit_key(session),
         "totp",
     )
     return ok
@@ -388,7 +380,6 @@ async def revoke_token(session: AsyncSession, principal: Principal, *, token_id:
         await audit.record(
             session,
             principal.actor(),
-            key=access.audit_key(session),
             action=AuditAction.DELETE,
             resource_type="ApiToken",
             resource_id=record.id,
@@ -767,7 +758,6 @@ async def import_patients_csv(session: AsyncSession, *, org: Organization, text:
         await audit.record(
             session,
             audit.SYSTEM_ACTOR,
-            key=access.audit_key(session),
             action=AuditAction.CREATE,
             resource_type="Patient",
             resource_id=patient.id,

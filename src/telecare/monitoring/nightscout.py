@@ -172,7 +172,6 @@ async def _entries(
     await audit.record(
         session,
         caller.actor(),
-        key=access.audit_key(session),
         action=AuditAction.SEARCH,
         resource_type=str(Resource.OBSERVATION),
         patient_id=caller.patient_id,

@@ -75,7 +75,6 @@ async def send_due_reminders(session: AsyncSession, *, now: datetime | None = No
                 await audit.record(
                     session,
                     audit.SYSTEM_ACTOR,
-                    key=audit_key(session),
                     action=AuditAction.CREATE,
                     resource_type="AppointmentReminder",
                     resource_id=appt.id,

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access import rules
 from telecare.access.policy import Action, Resource
-from telecare.access.service import audit_key, record_access
+from telecare.access.service import record_access
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, AuditOutcome
 from telecare.auth.dependencies import defer_independent_write
@@ -137,7 +137,6 @@ async def _guest_audit(session: AsyncSession, guest: Guest, event: str, outcome:
     await audit.record(
         session,
         guest.actor(),
-        key=audit_key(session),
         action=AuditAction.READ if event == "join" else AuditAction.UPDATE,
         resource_type=str(Resource.VISIT),
         resource_id=guest.appointment_id,
