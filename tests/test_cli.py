@@ -443,3 +443,49 @@ def test_production_mode_starts_with_all_three_secrets(tmp_path: Path) -> None:
     r = run_telecare("migrate", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "prod.db").exists()
+
+
+async def test_every_writing_command_acts_as_the_audited_system(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The CLI is a surface like the API: each command that changes something goes through an action and
+    leaves an audit entry by the named system actor (tests/test_architecture.py checks no command writes
+    behind an action's back)."""
+
+    async def entries(resource_type: str) -> list[AuditEntry]:
+        async with db.unit_of_work() as s:
+            rows = await s.execute(
+                select(AuditEntry).where(AuditEntry.resource_type == resource_type).order_by(AuditEntry.id)
+            )
+            return list(rows.scalars())
+
+    r = run_cli(settings, "orgs-create", "--name", "North Clinic", "--slug", "north", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (org_entry,) = await entries("Organization")
+    r = run_cli(settings, "orgs-create", "--name", "Again", "--slug", "north", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "slug" in r.stderr
+    r = run_cli(
+        settings, "users", "create", "--email", "md@north.test", "--role", "physician", "--org", "north",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_cli(
+        settings, "tokens", "create", "--user", "md@north.test", "--scopes", "user/Patient.rs", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    tokens = await entries("ApiToken")
+    r = run_cli(settings, "tokens", "revoke", tokens[0].resource_id or "", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli(settings, "users", "disable", "--email", "md@north.test", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    written = [org_entry, *await entries("User"), *await entries("ApiToken")]
+    assert [(e.resource_type, e.action) for e in written] == [
+        ("Organization", "create"),
+        ("User", "create"),
+        ("User", "update"),  # disabled
+        ("ApiToken", "create"),
+        ("ApiToken", "delete"),
+    ]
+    assert {(e.actor_kind, e.actor_role, e.actor_user_id) for e in written} == {("system", "system", None)}
+    assert {e.org_id for e in written} == {org_entry.org_id}
