@@ -199,6 +199,7 @@ class SocketGuard(Generic[G]):
         self.on_lost = on_lost
         self.db: Database = websocket.app.state.db
         self.settings: Settings = websocket.app.state.settings
+        self._checks: set[asyncio.Future[tuple[int | None, float]]] = set()
 
     async def check(self) -> tuple[int | None, float]:
         """One re-check in one short transaction: the close code when the socket must end (else None; lost
@@ -236,7 +237,12 @@ class SocketGuard(Generic[G]):
         bus = self.websocket.app.state.events
         async with bus.subscribe(sessions.REVOKED_TOPIC) as events:
             while True:
-                code, wait = await self.check()
+                # Shielded: a socket that ends mid-check must not cancel the check inside its transaction
+                # (a cancelled SQLite BEGIN IMMEDIATE can leave the write lock held by a lost connection).
+                checking = asyncio.ensure_future(self.check())
+                self._checks.add(checking)
+                checking.add_done_callback(self._checks.discard)
+                code, wait = await asyncio.shield(checking)
                 if code is not None:
                     return code
                 with contextlib.suppress(TimeoutError):
