@@ -63,11 +63,18 @@ def run_in_uow(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     settings = Settings()
 
     async def main() -> T:
+        from telecare.core.events import EventBus
+
         db = Database(settings)
+        # Events the command's actions publish (a revoked token or a disabled user closes the open sockets
+        # of every server worker at once) leave through NOTIFY on PostgreSQL; on SQLite the servers' timed
+        # re-check (TELECARE_SOCKET_RECHECK_SECONDS) catches them.
+        db.events = EventBus(db)
         try:
             async with db.unit_of_work() as session:
                 return await fn(session, settings)
         finally:
+            await db.events.stop()
             await db.dispose()
 
     return asyncio.run(main())
