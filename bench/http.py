@@ -38,6 +38,7 @@ import httpx  # noqa: E402
 import pyotp  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from telecare.auth import service as auth_service  # noqa: E402
 from telecare.auth import sessions  # noqa: E402
 from telecare.auth.principal import system_principal  # noqa: E402
 from telecare.config import Mode, Settings  # noqa: E402
@@ -122,7 +123,7 @@ async def prepare(settings: Settings, logins: int) -> tuple[list[tuple[str, str,
                     .limit(1)
                 )
             ).scalar_one()
-            _, token = await service.issue_token(
+            _, token = await auth_service.issue_token(
                 s, system_principal(doctor.org_id), user_id=doctor.id, scopes=["user/Patient.rs"],
                 name="bench", expires_in_days=1,
             )  # fmt: skip

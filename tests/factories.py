@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from telecare.audit.guard import GUARD
+from telecare.auth import service as auth_service
 from telecare.auth import sessions
 from telecare.auth.principal import system_principal
 from telecare.core.db import Database, UnitOfWork
@@ -211,7 +212,7 @@ async def token_for(db: Database, account: Account, scopes: list[str] | None = N
     async with setup_uow(db) as s:
         user = await s.get(User, account.user_id)
         assert user is not None
-        _, token = await service.issue_token(
+        _, token = await auth_service.issue_token(
             s,
             system_principal(user.org_id),
             user_id=user.id,

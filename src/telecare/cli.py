@@ -63,18 +63,18 @@ def run_in_uow(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     settings = Settings()
 
     async def main() -> T:
-        from telecare.core.events import EventBus
+        from telecare.core import events as event_bus
 
         db = Database(settings)
         # Events the command's actions publish (a revoked token or a disabled user closes the open sockets
         # of every server worker at once) leave through NOTIFY on PostgreSQL; on SQLite the servers' timed
         # re-check (TELECARE_SOCKET_RECHECK_SECONDS) catches them.
-        db.events = EventBus(db)
+        events = event_bus.attach(db)
         try:
             async with db.unit_of_work() as session:
                 return await fn(session, settings)
         finally:
-            await db.events.stop()
+            await events.stop()
             await db.dispose()
 
     return asyncio.run(main())
@@ -298,8 +298,8 @@ def tokens_create(
     """Issue an API bearer token; the token is the last line printed."""
     import re
 
+    from telecare.auth import service as auth_service
     from telecare.auth.principal import system_principal
-    from telecare.identity import service
     from telecare.identity.models import User
 
     flat = [s for item in scopes for s in re.split(r"[ ,]+", item) if s]
@@ -315,7 +315,7 @@ def tokens_create(
         if record is None:
             fail("no such user")
         assert record is not None
-        _record, token = await service.issue_token(
+        _record, token = await auth_service.issue_token(
             session,
             system_principal(record.org_id),
             user_id=record.id,
@@ -333,15 +333,15 @@ def tokens_create(
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument()]) -> None:
     """Revoke a token by id."""
+    from telecare.auth import service as auth_service
     from telecare.auth.principal import system_principal
-    from telecare.identity import service
     from telecare.identity.models import ApiToken
 
     async def go(session: AsyncSession, _: Settings) -> bool:
         record = await session.get(ApiToken, token_id)
         if record is None:
             return False
-        await service.revoke_token(session, system_principal(record.org_id), token_id=token_id)
+        await auth_service.revoke_token(session, system_principal(record.org_id), token_id=token_id)
         return True
 
     if not run_in_uow(go):

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from telecare.access.flows import break_the_glass
 from telecare.access.models import BreakGlassGrant
+from telecare.auth import service as auth_service
 from telecare.auth import sessions
 from telecare.core.db import Database
 from telecare.core.time import advance_clock, utc_now
@@ -346,7 +347,7 @@ async def test_revoking_a_token_closes_its_socket_and_no_other(db: Database, app
         await expect(ws, "ready")
     token_id = int(token.removeprefix(sessions.TOKEN_PREFIX).split("_", 1)[0])
     async with app.state.db.unit_of_work() as s:
-        await identity.revoke_token(s, principal_of(admin), token_id=token_id)
+        await auth_service.revoke_token(s, principal_of(admin), token_id=token_id)
     assert await close_code(by_token) == 4401
     await quiet(by_session, 0.5)  # raises if the server closed it
     assert by_session.close_code is None

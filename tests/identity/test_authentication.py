@@ -17,13 +17,13 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from pydantic import SecretStr
 from sqlalchemy import select, text
 
+from telecare.auth import service as auth_service
 from telecare.auth import sessions
 from telecare.auth.principal import system_principal
 from telecare.config import Settings
 from telecare.core.crypto import DecryptionError
 from telecare.core.db import Database
 from telecare.core.time import advance_clock, freeze_clock, utc_now
-from telecare.identity import service
 from telecare.identity.models import ApiToken, Role, User, WebSession
 from tests.factories import (
     PASSWORD,
@@ -593,7 +593,7 @@ async def test_token_revocation_is_immediate_and_expiry_is_enforced(
     async with db.unit_of_work() as s:
         user = await s.get(User, doc.user_id)
         assert user is not None
-        _, expiring = await service.issue_token(
+        _, expiring = await auth_service.issue_token(
             s,
             system_principal(user.org_id),
             user_id=user.id,

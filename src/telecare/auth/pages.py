@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
+from telecare.auth import service as auth_service
 from telecare.auth import sessions
 from telecare.auth.dependencies import (
     SESSION_COOKIE,
@@ -22,7 +23,6 @@ from telecare.auth.principal import Principal
 from telecare.core.crypto import constant_time_equal, new_token, token_digest
 from telecare.core.errors import TooManyRequests
 from telecare.core.time import utc_now
-from telecare.identity import service
 from telecare.identity.models import User, WebSession
 from telecare.web.templating import page
 
@@ -146,7 +146,7 @@ async def login(
         )
     addr = client_addr(request)
     try:
-        outcome = await service.authenticate(session, email=email, password=password, client_addr=addr)
+        outcome = await auth_service.authenticate(session, email=email, password=password, client_addr=addr)
     except TooManyRequests as exc:
         return _login_page(
             request,
@@ -179,7 +179,7 @@ async def enrol_form(request: Request, session: DbSession, principal: Principal 
     assert user is not None
     if user.totp_enrolled_at is not None:
         return RedirectResponse("/login/totp", status_code=303)
-    secret = service.enrolment_secret(session, user)
+    secret = auth_service.enrolment_secret(session, user)
     return page(
         request, "enrol.html", principal=principal, secret=secret, qr_svg=_qr(secret, user.email), error=None
     )
@@ -228,7 +228,7 @@ async def _second_factor(
     assert user is not None
     assert principal.session_id is not None
     try:
-        ok = await service.verify_second_factor(
+        ok = await auth_service.verify_second_factor(
             session, user=user, code=code, client_addr=principal.client_addr
         )
     except TooManyRequests as exc:
@@ -251,7 +251,7 @@ async def _second_factor(
             "error": "That code is not valid. Enter the current 6-digit code (each code can be used once).",
         }
         if template == "enrol.html":
-            secret = service.enrolment_secret(session, user)
+            secret = auth_service.enrolment_secret(session, user)
             context.update(secret=secret, qr_svg=_qr(secret, user.email))
         return page(request, template, status_code=401, **context)
     # Rotate the session id on privilege change (session fixation defence).

@@ -131,3 +131,11 @@ class EventBus:
         finally:
             for topic in topics:
                 self._subscribers[topic].discard(queue)
+
+
+def attach(db: Database) -> EventBus:
+    """Give `db` an event bus (the app does at start-up; a CLI command does, so the events its actions
+    publish reach the servers' workers)."""
+    if db.events is None:
+        db.events = EventBus(db)
+    return db.events

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from telecare.auth import service as auth_service
 from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.params import PathId
 from telecare.identity import service
@@ -197,14 +198,14 @@ async def list_tokens(session: DbSession, principal: CurrentPrincipal) -> list[T
             expires_at=t.expires_at,
             revoked_at=t.revoked_at,
         )
-        for t in await service.list_tokens(session, principal)
+        for t in await auth_service.list_tokens(session, principal)
     ]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 async def create_token(body: TokenCreate, session: DbSession, principal: CurrentPrincipal) -> TokenCreated:
     """Issue a scoped bearer token for a user of the organization (admins). The secret is shown once."""
-    record, token = await service.issue_token(
+    record, token = await auth_service.issue_token(
         session,
         principal,
         user_id=body.user_id,
@@ -227,7 +228,7 @@ async def create_token(body: TokenCreate, session: DbSession, principal: Current
 @router.delete("/tokens/{token_id}", status_code=204)
 async def revoke_token(token_id: PathId, session: DbSession, principal: CurrentPrincipal) -> Response:
     """Revoke a token immediately."""
-    await service.revoke_token(session, principal, token_id=token_id)
+    await auth_service.revoke_token(session, principal, token_id=token_id)
     return Response(status_code=204)
 
 
