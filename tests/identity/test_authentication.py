@@ -317,6 +317,45 @@ async def test_csrf_token_required_on_form_posts_and_unsafe_api_calls(
 # ---- timeouts ---------------------------------------------------------------------------------------------
 
 
+async def test_a_plain_read_writes_last_seen_at_most_once_a_minute(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """Reads write nothing but their audit entry: the session's and the token's "last seen" rows are
+    refreshed at most once a minute (issue 8), and the idle timeout still counts from the refresh."""
+    org = await make_org(db)
+    nurse = await make_user(db, org, Role.NURSE)
+    freeze_clock(utc_now())
+    await web_login(client, nurse)
+    cookie = client.cookies[COOKIE]
+    token = await token_for(db, nurse)
+
+    async def stamps() -> tuple[Any, Any]:
+        async with db.unit_of_work() as s:
+            live = WebSession.user_id == nurse.user_id, WebSession.revoked_at.is_(None)
+            seen = (await s.execute(select(WebSession.last_seen_at).where(*live))).scalar_one()
+            mine = ApiToken.user_id == nurse.user_id
+            used = (await s.execute(select(ApiToken.last_used_at).where(mine))).scalar_one()
+            return seen, used
+
+    assert (await _me(client, cookie)).status_code == 200
+    client.cookies.clear()
+    assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 200
+    first = await stamps()
+    for _ in range(5):
+        advance_clock(timedelta(seconds=10))
+        assert (await _me(client, cookie)).status_code == 200
+        client.cookies.clear()
+        assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 200
+    assert await stamps() == first  # 50 s of reads: not one write
+    advance_clock(timedelta(seconds=11))
+    assert (await _me(client, cookie)).status_code == 200
+    client.cookies.clear()
+    assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 200
+    later = await stamps()
+    assert later[0] > first[0]
+    assert later[1] > first[1]
+
+
 @pytest.mark.parametrize(("role", "idle_minutes"), [("nurse", 15), ("patient", 30)])
 async def test_idle_timeout_by_role(
     client: httpx.AsyncClient, db: Database, role: str, idle_minutes: int

@@ -281,6 +281,12 @@ async def principal_for_user(
     )
 
 
+# A plain read writes nothing but its audit entry: "last seen" (idle timeout) and "last used" (token
+# listing) are refreshed at most this often per credential, so the idle timeout runs from the last refresh
+# and may end up to this much earlier than the last request (a minute of a 15- or 30-minute limit).
+TOUCH_INTERVAL = timedelta(seconds=60)
+
+
 async def principal_from_session(
     session: AsyncSession, token: str, client_addr: str | None, *, touch: bool = True
 ) -> Principal | None:
@@ -300,7 +306,7 @@ async def principal_from_session(
         record.revoked_at = now
         await session.flush()
         return None
-    if touch:
+    if touch and now - record.last_seen_at >= TOUCH_INTERVAL:
         record.last_seen_at = now
         await session.flush()
     return await principal_for_user(
@@ -367,8 +373,9 @@ async def principal_from_token(
     user = await session.get(User, record.user_id)
     if user is None or not user.is_active:
         return None
-    record.last_used_at = now
-    await session.flush()
+    if record.last_used_at is None or now - record.last_used_at >= TOUCH_INTERVAL:
+        record.last_used_at = now
+        await session.flush()
     # Token holders authenticated with a secret issued to an MFA-verified staff member or by an admin.
     return await principal_for_user(
         session,
