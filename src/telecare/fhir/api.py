@@ -5,13 +5,13 @@ and transaction/batch Bundles of Observations. `application/fhir+json`; errors a
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
 
 from telecare import __version__
 from telecare.access import service as access
@@ -30,7 +30,9 @@ from telecare.fhir.observation import (
     patient_ref_id,
     patient_resource,
 )
+from telecare.identity import service as identity
 from telecare.identity.models import Patient
+from telecare.monitoring import queries as readings
 from telecare.monitoring import service
 from telecare.monitoring.credentials import IngestCaller
 from telecare.monitoring.ingest import Outcome
@@ -307,22 +309,9 @@ async def search_patients(
 ) -> Response:
     """Search Patients by `identifier=SYSTEM|MRN` (or a bare MRN)."""
     system, sep, value = identifier.rpartition("|")
-    if sep and system and system != MRN_SYSTEM:
-        rows: list[Patient] = []
-    else:
-        scope = access.patient_scope(principal, Resource.PATIENT, Action.SEARCH).scalar_subquery()
-        rows = list(
-            (
-                await session.execute(select(Patient).where(Patient.mrn == value, Patient.id.in_(scope)))
-            ).scalars()
-        )
-    await access.record_search(
-        session,
-        principal,
-        resource=Resource.PATIENT,
-        patient_ids=[p.id for p in rows],
-        query={"identifier": "(token)"},
-    )
+    rows: list[Patient] = []
+    if not (sep and system and system != MRN_SYSTEM):
+        rows, _ = await identity.search_patients(session, principal, mrn=value, limit=1000)
     return fhir_response(
         _searchset(
             request,
@@ -353,7 +342,8 @@ async def read_observation(reading_id: PathId, session: DbSession, principal: Cu
     return fhir_response(observation_resource(reading))
 
 
-def _date_filters(values: list[str]) -> list[Any]:
+def _date_bounds(values: list[str]) -> list[tuple[str, datetime]]:
+    """FHIR `date` parameters (`ge2026-11-01`, `lt2026-11-27T10:00:00Z`) as (prefix, instant) pairs."""
     out = []
     for n, raw in enumerate(values):
         m = _DATE_PARAM.match(raw)
@@ -368,16 +358,7 @@ def _date_filters(values: list[str]) -> list[Any]:
             raise ValidationFailed(errors=[FieldError(f"date[{n}]", "not a calendar date and time")])
         if moment.tzinfo is None:
             raise ValidationFailed(errors=[FieldError(f"date[{n}]", "a time needs a UTC offset")])
-        col = Reading.measured_at
-        out.append(
-            {
-                "ge": col >= moment,
-                "gt": col > moment,
-                "le": col <= moment,
-                "lt": col < moment,
-                "eq": col == moment,
-            }[prefix]
-        )
+        out.append((prefix, moment))
     return out
 
 
@@ -393,48 +374,32 @@ async def search_observations(
     offset: Annotated[int, Query(alias="_offset", ge=0, le=10_000_000)] = 0,
 ) -> Response:
     """Search Observations by patient, code (`[system|]code`, comma = or) and date (`ge`/`lt`...),
-    newest first,    with `next`/`previous` paging links."""
-    scope = access.patient_scope(principal, Resource.OBSERVATION, Action.SEARCH).scalar_subquery()
-    conditions: list[Any] = [Reading.patient_id.in_(scope), Reading.org_id == principal.org_id]
+    newest first, with `next`/`previous` paging links."""
     params: dict[str, Any] = {}
+    pid: int | None = None
     if patient is not None:
         pid = patient_ref_id(patient if "/" in patient else f"Patient/{patient}")
         if pid is None:
             raise ValidationFailed(errors=[FieldError("patient", "Patient id or Patient/{id}")])
-        # Naming a patient out of reach answers and audits like the REST door: 404 and a denied entry
-        # naming the patient, not an empty bundle (the search itself is audited below).
-        await access.open_patient(
-            session, principal, pid, resource=Resource.OBSERVATION, action=Action.SEARCH, audit_access=False
-        )
-        conditions.append(Reading.patient_id == pid)
         params["patient"] = patient
+    wanted: list[str] | None = None
     if code:
-        wanted: list[str] = []
+        wanted = []
         for token in code.split(","):
             wanted += codes_matching(token.rpartition("|")[2])
-        conditions.append(Reading.code.in_(wanted))
         params["code"] = code
+    bounds = _date_bounds(date) if date else []
     if date:
-        conditions += _date_filters(date)
         params["date"] = date
-    total = (await session.execute(select(func.count(Reading.id)).where(*conditions))).scalar_one()
-    rows = list(
-        (
-            await session.execute(
-                select(Reading)
-                .where(*conditions)
-                .order_by(Reading.measured_at.desc(), Reading.id.desc())
-                .offset(offset)
-                .limit(count)
-            )
-        ).scalars()
-    )
-    await access.record_search(
+    total, rows = await readings.search_readings(
         session,
         principal,
-        resource=Resource.OBSERVATION,
-        patient_ids=[r.patient_id for r in rows],
-        query={"params": sorted(params)},
+        patient_id=pid,
+        codes=wanted,
+        measured=bounds,
+        offset=offset,
+        limit=count,
+        query_params=sorted(params),
     )
     return fhir_response(
         _searchset(request, [observation_resource(r) for r in rows], total, params, offset, count)
