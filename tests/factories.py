@@ -304,10 +304,10 @@ async def make_device(
 
 
 async def make_device_key(db: Database, org_id: int, device_ids: list[int]) -> str:
-    from telecare.monitoring import service as monitoring
+    from telecare.monitoring import devices
 
     async with setup_uow(db) as s:
-        _, key = await monitoring.issue_device_key(
+        _, key = await devices.issue_device_key(
             s, org_id=org_id, device_ids=device_ids, name="test", created_by_user_id=None
         )
         return key
@@ -340,9 +340,9 @@ async def enrol_rpm(
 
 
 async def make_nightscout_secret(db: Database, patient_id: int) -> str:
-    from telecare.monitoring import service as monitoring
+    from telecare.monitoring import devices
 
     async with setup_uow(db) as s:
         patient = await s.get(Patient, patient_id)
         assert patient is not None
-        return await monitoring.issue_nightscout_secret(s, patient=patient)
+        return await devices.issue_nightscout_secret(s, patient=patient)

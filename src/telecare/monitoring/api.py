@@ -12,7 +12,8 @@ from fastapi.responses import Response
 from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.errors import FieldError, ValidationFailed
 from telecare.core.params import BoundedId, PathId
-from telecare.monitoring import billing, cgm, repository, service
+from telecare.monitoring import billing, care, cgm, repository, service
+from telecare.monitoring import devices as device_registry
 from telecare.monitoring.codes import Kind
 from telecare.monitoring.credentials import IngestCaller
 from telecare.monitoring.ingest import StoreResult
@@ -122,7 +123,7 @@ async def manual_reading(
 @router.post("/devices", response_model=DeviceRead, status_code=201)
 async def register_device(body: DeviceCreate, session: DbSession, principal: CurrentPrincipal) -> DeviceRead:
     """Register a device (type, manufacturer, model, serial, UDI when known)."""
-    return DeviceRead.model_validate(await service.register_device(session, principal, data=body))
+    return DeviceRead.model_validate(await device_registry.register_device(session, principal, data=body))
 
 
 @router.post("/patients/{patient_id}/devices", status_code=201)
@@ -130,7 +131,7 @@ async def assign_device(
     patient_id: PathId, body: AssignmentCreate, session: DbSession, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Assign a device to the patient (ends its previous assignment)."""
-    a = await service.assign_device(
+    a = await device_registry.assign_device(
         session, principal, patient_id=patient_id, device_id=body.device_id, started_at=body.started_at
     )
     return {"id": a.id, "device_id": a.device_id, "patient_id": a.patient_id, "started_at": a.started_at}
@@ -141,7 +142,7 @@ async def list_devices(
     patient_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> list[dict[str, Any]]:
     """Devices assigned to the patient, with assignment dates."""
-    rows = await service.patient_devices(session, principal, patient_id=patient_id)
+    rows = await device_registry.patient_devices(session, principal, patient_id=patient_id)
     return [
         {**DeviceRead.model_validate(d).model_dump(), "started_at": a.started_at, "ended_at": a.ended_at}
         for d, a in rows
@@ -156,14 +157,14 @@ async def create_device_key(
     name: Annotated[str, Query(min_length=1, max_length=100)] = "integration",
 ) -> DeviceKeyCreated:
     """Issue a key that may post only for the listed devices. The key is shown once."""
-    record, key = await service.create_device_key(session, principal, device_ids=device_id, name=name)
+    record, key = await device_registry.create_device_key(session, principal, device_ids=device_id, name=name)
     return DeviceKeyCreated(id=record.id, key=key, device_ids=sorted(device_id))
 
 
 @router.delete("/device-keys/{key_id}", status_code=204)
 async def revoke_device_key(key_id: PathId, session: DbSession, principal: CurrentPrincipal) -> Response:
     """Revoke a device key at once."""
-    await service.revoke_device_key(session, principal, key_id=key_id)
+    await device_registry.revoke_device_key(session, principal, key_id=key_id)
     return Response(status_code=204)
 
 
@@ -173,14 +174,14 @@ async def enrol(
 ) -> EnrolmentRead:
     """Enrol the patient in RPM with consent and the ordering physician."""
     return EnrolmentRead.model_validate(
-        await service.enrol_patient(session, principal, patient_id=patient_id, data=body)
+        await care.enrol_patient(session, principal, patient_id=patient_id, data=body)
     )
 
 
 @router.get("/patients/{patient_id}/rules", response_model=list[RuleRead])
 async def rules(patient_id: PathId, session: DbSession, principal: CurrentPrincipal) -> list[RuleRead]:
     """The alert rules as they apply to this patient now, with sources and overrides."""
-    return await service.patient_rules(session, principal, patient_id=patient_id)
+    return await care.patient_rules(session, principal, patient_id=patient_id)
 
 
 @router.put("/patients/{patient_id}/rules/{rule_code}", response_model=list[RuleRead])
@@ -188,8 +189,8 @@ async def override_rule(
     patient_id: PathId, rule_code: str, body: OverrideSet, session: DbSession, principal: CurrentPrincipal
 ) -> list[RuleRead]:
     """Override a rule for this patient (audited with who and why)."""
-    await service.set_override(session, principal, patient_id=patient_id, rule_code=rule_code, data=body)
-    return await service.patient_rules(session, principal, patient_id=patient_id)
+    await care.set_override(session, principal, patient_id=patient_id, rule_code=rule_code, data=body)
+    return await care.patient_rules(session, principal, patient_id=patient_id)
 
 
 @router.get("/alerts")
@@ -208,7 +209,7 @@ async def patient_alerts(
     patient_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> list[AlertRead]:
     """All alerts of the patient, newest first."""
-    rows = await service.patient_alerts(session, principal, patient_id=patient_id)
+    rows = await care.patient_alerts(session, principal, patient_id=patient_id)
     return [AlertRead.model_validate(a) for a in rows]
 
 
@@ -218,7 +219,7 @@ async def acknowledge(
 ) -> AlertRead:
     """Acknowledge an alert with a note (stops its escalation)."""
     return AlertRead.model_validate(
-        await service.acknowledge_alert(session, principal, alert_id=alert_id, note=body.note)
+        await care.acknowledge_alert(session, principal, alert_id=alert_id, note=body.note)
     )
 
 
@@ -228,7 +229,7 @@ async def resolve(
 ) -> AlertRead:
     """Resolve an alert with a note."""
     return AlertRead.model_validate(
-        await service.resolve_alert(session, principal, alert_id=alert_id, note=body.note)
+        await care.resolve_alert(session, principal, alert_id=alert_id, note=body.note)
     )
 
 
@@ -238,7 +239,7 @@ async def log_time(
 ) -> TimeEntryRead:
     """Log interactive communication or management minutes against the RPM episode."""
     return TimeEntryRead.model_validate(
-        await service.log_time(session, principal, patient_id=patient_id, data=body)
+        await care.log_time(session, principal, patient_id=patient_id, data=body)
     )
 
 

@@ -55,11 +55,11 @@ def create_key(
     """Issue a device key for the patient's assigned devices (a gateway device is registered when the patient
     has none). The key is the last line printed; it is stored only as a hash."""
     from telecare.cli import run_in_uow
-    from telecare.monitoring import service
+    from telecare.monitoring import devices as monitoring_devices
 
     async def go(session: AsyncSession, settings: Settings) -> tuple[str, list[str]]:
         patient = await _patient(session, patient_mrn, org)
-        key, devices = await service.quick_start_key(session, patient=patient)  # type: ignore[arg-type]
+        key, devices = await monitoring_devices.quick_start_key(session, patient=patient)  # type: ignore[arg-type]
         await _audit(session, settings, patient, "DeviceKey", {"devices": [d.id for d in devices]})  # type: ignore[misc]
         return key, [f"{d.serial} ({d.device_type})" for d in devices]
 
@@ -77,11 +77,11 @@ def create_secret(
     """Issue a Nightscout API secret for the patient (revokes the previous one). Uploaders send its SHA-1 in
     the api-secret header. The secret is the last line printed."""
     from telecare.cli import run_in_uow
-    from telecare.monitoring import service
+    from telecare.monitoring import devices as monitoring_devices
 
     async def go(session: AsyncSession, settings: Settings) -> str:
         patient = await _patient(session, patient_mrn, org)
-        secret = await service.issue_nightscout_secret(session, patient=patient)  # type: ignore[arg-type]
+        secret = await monitoring_devices.issue_nightscout_secret(session, patient=patient)  # type: ignore[arg-type]
         await _audit(session, settings, patient, "NightscoutSecret", {})  # type: ignore[misc]
         return secret
 

@@ -24,7 +24,8 @@ from telecare.core.errors import FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity import service as identity
 from telecare.identity.models import Patient, Role
-from telecare.monitoring import billing, cgm, repository, service
+from telecare.monitoring import billing, care, cgm, repository, service
+from telecare.monitoring import devices as device_registry
 from telecare.monitoring.alerts import ALERT_TOPIC
 from telecare.monitoring.billing import month_minutes
 from telecare.monitoring.codes import SPECS, Kind, Program, units_for
@@ -67,7 +68,7 @@ NAV_ITEMS = (
 
 async def _chart_monitoring(session: AsyncSession, principal: Principal, patient: Patient) -> dict[str, Any]:
     """Chart section: open RPM alerts, read through the monitoring service (authorised, audited)."""
-    alerts = await service.patient_alerts(session, principal, patient_id=patient.id, include_resolved=False)
+    alerts = await care.patient_alerts(session, principal, patient_id=patient.id, include_resolved=False)
     return {"alerts": alerts[:10]}
 
 
@@ -151,7 +152,7 @@ async def _chart_data(
     readings = await service.patient_readings(
         session, principal, patient_id=patient_id, since=since, limit=20000
     )
-    rules = await service.patient_rules(session, principal, patient_id=patient_id)
+    rules = await care.patient_rules(session, principal, patient_id=patient_id)
     return (
         {
             "series": _series(readings),
@@ -176,7 +177,7 @@ async def patient_page(
 ) -> Response:
     patient = await identity.get_patient(session, principal, patient_id=patient_id)
     chart, readings, rules = await _chart_data(session, principal, patient_id, days)
-    alerts = await service.patient_alerts(session, principal, patient_id=patient_id)
+    alerts = await care.patient_alerts(session, principal, patient_id=patient_id)
     chart["alerts"] = [
         {"t": a.first_measured_at.timestamp() * 1000, "title": a.title}
         for a in alerts
@@ -185,8 +186,8 @@ async def patient_page(
     cgm_days = max(days, 14)
     report = await cgm.patient_report(session, principal, patient_id=patient_id, days=cgm_days)
     chart["agp"] = report.agp
-    devices = await service.patient_devices(session, principal, patient_id=patient_id)
-    enrolment = await service.active_enrolment(session, patient_id)
+    devices = await device_registry.patient_devices(session, principal, patient_id=patient_id)
+    enrolment = await care.active_enrolment(session, patient_id)
     month_facts = None
     lines: list[Any] = []
     if enrolment is not None:
@@ -239,7 +240,7 @@ async def log_time(
     note: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
     data = TimeEntryCreate(kind=kind, minutes=minutes, note=note or None)
-    await service.log_time(session, principal, patient_id=patient_id, data=data)
+    await care.log_time(session, principal, patient_id=patient_id, data=data)
     return _back(patient_id)
 
 
@@ -263,7 +264,7 @@ async def override_rule(
                 raise ValidationFailed(errors=[FieldError(key, "must be a number")]) from None
     confirm = int(confirm_minutes) if confirm_minutes.strip().isdigit() else None
     data = OverrideSet(params=params, reason=reason, confirm_minutes=confirm)
-    await service.set_override(session, principal, patient_id=patient_id, rule_code=rule_code, data=data)
+    await care.set_override(session, principal, patient_id=patient_id, rule_code=rule_code, data=data)
     return _back(patient_id)
 
 
@@ -276,9 +277,9 @@ async def alert_action(
     note: Annotated[str, Form(min_length=1, max_length=1000)],
 ) -> Response:
     if action == "acknowledge":
-        alert = await service.acknowledge_alert(session, principal, alert_id=alert_id, note=note)
+        alert = await care.acknowledge_alert(session, principal, alert_id=alert_id, note=note)
     elif action == "resolve":
-        alert = await service.resolve_alert(session, principal, alert_id=alert_id, note=note)
+        alert = await care.resolve_alert(session, principal, alert_id=alert_id, note=note)
     else:
         raise ValidationFailed(errors=[FieldError("action", "acknowledge or resolve")])
     return _back(alert.patient_id)
