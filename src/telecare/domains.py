@@ -59,7 +59,12 @@ DOMAINS: tuple[Domain, ...] = (
     Domain(
         "visits",
         models=("telecare.visits.models",),
-        routers=("telecare.visits.api:router", "telecare.visits.live.api:router"),
+        routers=(
+            "telecare.visits.api:router",
+            "telecare.visits.live.api:router",
+            "telecare.visits.live.rooms:router",
+            "telecare.visits.live.call:router",
+        ),
         pages=("telecare.visits.pages:router", "telecare.visits.live.pages:router"),
         exporters=(("visits", "telecare.visits.notes:export_visits"),),
         chart_sections=("telecare.visits.pages:CHART_SECTIONS",),
