@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "telecare"
@@ -153,3 +155,39 @@ def test_registrations_come_from_the_manifest_not_imports() -> None:
                 if name.split(".")[-1].startswith("register"):
                     offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {name}")
     assert offences == []
+
+
+ROLE_TEST = re.compile(
+    r"principal\.role\s*(?:is not|is|==|!=|not in|in)\s*\(?\s*Role\.|principal\.role\.is_clinician"
+)
+
+
+def role_tests_outside_access() -> list[str]:
+    """`if principal.role is Role.X` outside access/ (and auth/, which enforces a route's declared roles):
+    an access rule written where nobody looks for it."""
+    hits = []
+    package = SRC / "telecare"
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel.startswith(("access/", "auth/")):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if ROLE_TEST.search(line):
+                hits.append(f"{rel}:{n}: {line.strip()}")
+    return hits
+
+
+def test_role_rules_live_in_access() -> None:
+    assert role_tests_outside_access() == []
+
+
+def test_the_role_rule_check_catches_a_role_comparison(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "telecare"
+    (fake / "visits").mkdir(parents=True)
+    (fake / "visits" / "service.py").write_text("if principal.role is Role.COORDINATOR:\n    pass\n")
+    (fake / "access").mkdir()
+    (fake / "access" / "rules.py").write_text("return principal.role is Role.COORDINATOR\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    assert role_tests_outside_access() == ["visits/service.py:1: if principal.role is Role.COORDINATOR:"]

@@ -40,6 +40,21 @@ def logs_interpretation(principal: Principal) -> bool:
     return principal.role in INTERPRETERS
 
 
+def is_patient(principal: Principal) -> bool:
+    """The caller is a patient (their own portal)."""
+    return principal.role is Role.PATIENT
+
+
+def is_coordinator(principal: Principal) -> bool:
+    """The caller coordinates the organization's schedules and contacts (no clinical reach)."""
+    return principal.role is Role.COORDINATOR
+
+
+def has_clinical_role(principal: Principal) -> bool:
+    """The caller's role is a clinical one (physician, nurse, therapist, pharmacist)."""
+    return principal.role.is_clinician
+
+
 def is_clinician(principal: Principal) -> bool:
     """A clinical role with a practitioner record (physician, nurse, therapist, pharmacist)."""
     return principal.role.is_clinician and principal.practitioner_id is not None

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from telecare.access import flows
+from telecare.access import flows, rules
 from telecare.access import service as access
 from telecare.access.policy import Action, Resource, allowed_reach
 from telecare.access.service import BreakGlassRefused, PatientNotAccessible
@@ -18,7 +18,7 @@ from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.auth.principal import Principal
 from telecare.core.errors import Forbidden
 from telecare.identity import service
-from telecare.identity.models import Patient, Role
+from telecare.identity.models import Patient
 from telecare.identity.schemas import PatientUpdate
 from telecare.web.chart import render_sections
 from telecare.web.forms import field_errors
@@ -51,7 +51,7 @@ async def home(
     saved: Annotated[bool, Query()] = False,
 ) -> Response:
     """The signed-in user's start page, by role."""
-    if principal.role is Role.PATIENT:
+    if rules.is_patient(principal):
         return await _patient_home(request, session, principal, saved=saved)
     if allowed_reach(principal.role, Resource.PATIENT, Action.SEARCH) is not None:
         return await _patient_list(request, session, principal, query=None, page_no=1)
@@ -98,7 +98,7 @@ async def _patient_list(
         pages=pages,
         first=(page_no - 1) * PAGE_SIZE + 1 if rows else 0,
         last=(page_no - 1) * PAGE_SIZE + len(rows),
-        contact_view=principal.role is Role.COORDINATOR,
+        contact_view=rules.is_coordinator(principal),
     )
 
 
@@ -110,12 +110,14 @@ async def chart(
     try:
         patient = await service.get_patient(session, principal, patient_id=patient_id)
     except PatientNotAccessible:
-        if principal.role.is_clinician:
+        if rules.has_clinical_role(principal):
             # Same answer whether the patient exists or not (no existence oracle); the denial is audited.
             return _break_glass_form(request, patient_id, error=None)
         raise
     sections = await render_sections(session, principal, patient)
-    emergency = principal.role.is_clinician and await access.via_break_glass(session, principal, patient.id)
+    emergency = rules.has_clinical_role(principal) and await access.via_break_glass(
+        session, principal, patient.id
+    )
     return page(request, "chart.html", patient=patient, sections=sections, emergency=emergency)
 
 
@@ -157,7 +159,7 @@ async def break_glass(
 
 
 def _own_patient_id(principal: Principal) -> int:
-    if principal.role is not Role.PATIENT or principal.patient_id is None:
+    if not rules.is_patient(principal) or principal.patient_id is None:
         raise Forbidden("Only patients edit their own contact details here.")
     return principal.patient_id
 

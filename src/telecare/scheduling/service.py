@@ -30,7 +30,7 @@ from telecare.auth.principal import Principal
 from telecare.core.db import as_uow
 from telecare.core.errors import FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity.models import Organization, Patient, Practitioner, Role, User
+from telecare.identity.models import Organization, Patient, Practitioner, User
 from telecare.licensure import service as licensure
 from telecare.scheduling import mail
 from telecare.scheduling.availability import (
@@ -121,7 +121,7 @@ async def load_appointment(
 
 
 def _patient_for_booking(principal: Principal, patient_id: int | None) -> int:
-    if principal.role is Role.PATIENT:
+    if rules.is_patient(principal):
         if principal.patient_id is None:
             raise Forbidden("This login has no patient record.")
         # Another patient's id goes to `open_patient`, which answers 404 (outside reach, audited) like an
@@ -258,7 +258,7 @@ async def reschedule_appointment(
         raise AppointmentNotChangeable()
     policy = await get_policy(session, principal.org_id)
     now = utc_now()
-    if principal.role is Role.PATIENT and _inside_notice(appt, policy, now):
+    if rules.is_patient(principal) and _inside_notice(appt, policy, now):
         raise NoticePeriodPassed(
             f"Changes online are possible up to {policy.cancel_notice_hours} hours before the visit."
         )
@@ -320,7 +320,7 @@ async def cancel_appointment(
         raise AppointmentNotChangeable()
     policy = await get_policy(session, principal.org_id)
     now = utc_now()
-    by_patient = principal.role is Role.PATIENT or patient_requested
+    by_patient = rules.is_patient(principal) or patient_requested
     appt.status = AppointmentStatus.CANCELLED
     appt.cancelled_at = now
     appt.cancelled_by_user_id = principal.user_id
@@ -411,9 +411,9 @@ async def my_appointments(session: AsyncSession, principal: Principal) -> list[A
     stmt = select(Appointment).where(
         Appointment.org_id == principal.org_id, Appointment.patient_id.in_(scope.scalar_subquery())
     )
-    if principal.role.is_clinician:
+    if rules.has_clinical_role(principal):
         stmt = stmt.where(Appointment.practitioner_id == (principal.practitioner_id or -1))
-    elif principal.role is not Role.PATIENT:
+    elif not rules.is_patient(principal):
         raise Forbidden("Use the calendar.")
     rows = list((await session.execute(stmt.order_by(Appointment.start_at.desc()).limit(200))).scalars())
     await record_search(
@@ -484,7 +484,7 @@ async def day_calendar(
     )
     if practitioner_id is not None:
         stmt = stmt.where(Practitioner.id == practitioner_id)
-    elif principal.role.is_clinician:
+    elif rules.has_clinical_role(principal):
         stmt = stmt.where(Practitioner.id == (principal.practitioner_id or -1))
     out: list[PractitionerDay] = []
     seen: list[int] = []

@@ -25,7 +25,7 @@ from telecare.billing.rules import (
 )
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity.models import Practitioner, Role, User
+from telecare.identity.models import Practitioner, User
 from telecare.scheduling.models import Appointment, AppointmentStatus, PatientKind, VisitType
 from telecare.scheduling.service import load_appointment
 from telecare.visits.models import (
@@ -87,7 +87,7 @@ async def open_note(session: AsyncSession, principal: Principal, *, appointment_
     )
     note = await _note_row(session, appointment_id)
     if note is None:
-        if principal.role is Role.PATIENT:
+        if rules.is_patient(principal):
             raise NoteNotFound()
         _require_author(principal, appt)
         note = VisitNote(
@@ -100,7 +100,7 @@ async def open_note(session: AsyncSession, principal: Principal, *, appointment_
         )
         session.add(note)
         await session.flush()
-    if principal.role is Role.PATIENT and note.status != NoteStatus.SIGNED:
+    if rules.is_patient(principal) and note.status != NoteStatus.SIGNED:
         raise NoteNotFound()
     return note
 
@@ -383,7 +383,7 @@ async def add_addendum(
     appt = await load_appointment(
         session, principal, appointment_id, resource=Resource.VISIT_NOTE, action=Action.UPDATE
     )
-    if not principal.role.is_clinician:
+    if not rules.has_clinical_role(principal):
         raise Forbidden("Only clinicians add addenda.")
     note = await _note_row(session, appt.id)
     if note is None or note.status != NoteStatus.SIGNED:
@@ -461,7 +461,7 @@ async def submit_survey(
     appt = await load_appointment(
         session, principal, appointment_id, resource=Resource.SURVEY, action=Action.CREATE
     )
-    if principal.role is not Role.PATIENT:
+    if not rules.is_patient(principal):
         raise Forbidden("Only the patient answers the survey.")
     if appt.status != AppointmentStatus.COMPLETED:
         raise SurveyNotAvailable("The survey opens once the visit has ended.")

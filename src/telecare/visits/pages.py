@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from telecare.access import rules
 from telecare.access.policy import Action, Resource
 from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.auth.principal import Principal
@@ -88,7 +89,7 @@ NAV_ITEMS = (
 async def _chart_visits(session: AsyncSession, principal: Principal, patient: Patient) -> dict[str, Any]:
     """Chart section: the patient's visits, read through the scheduling service (authorised, audited)."""
     rows = await scheduling.patient_appointments(session, principal, patient_id=patient.id)
-    return {"appointments": rows, "can_book": principal.role is Role.COORDINATOR}
+    return {"appointments": rows, "can_book": rules.is_coordinator(principal)}
 
 
 CHART_SECTIONS = (
@@ -129,9 +130,9 @@ def _see_other(url: str) -> RedirectResponse:
 
 @router.get("/visits", response_class=HTMLResponse)
 async def visits_home(request: Request, session: DbSession, principal: CurrentPrincipal) -> Response:
-    if principal.role is Role.COORDINATOR:
+    if rules.is_coordinator(principal):
         return _see_other("/schedule/calendar")
-    if principal.role is not Role.PATIENT and not principal.role.is_clinician:
+    if not rules.is_patient(principal) and not rules.has_clinical_role(principal):
         raise Forbidden("Visits are for patients and clinicians.")
     appts = await scheduling.my_appointments(session, principal)
     names = await scheduling.visit_labels(session, [a.id for a in appts])
@@ -139,7 +140,7 @@ async def visits_home(request: Request, session: DbSession, principal: CurrentPr
     now = utc_now()
     upcoming = sorted((a for a in appts if a.end_at >= now), key=lambda a: a.start_at)
     past = [a for a in appts if a.end_at < now]
-    queue = await visits.clinician_queue(session, principal) if principal.role.is_clinician else []
+    queue = await visits.clinician_queue(session, principal) if rules.has_clinical_role(principal) else []
     return _page(
         request,
         "visits/list.html",
@@ -161,7 +162,7 @@ async def _patient_for_page(
 ) -> Patient | None:
     from telecare.identity import service as identity
 
-    pid = principal.patient_id if principal.role is Role.PATIENT else patient_id
+    pid = principal.patient_id if rules.is_patient(principal) else patient_id
     if pid is None:
         return None
     return await identity.get_patient(session, principal, patient_id=pid)
@@ -177,7 +178,7 @@ async def book_form(
     day: date | None = None,
     patient_id: int | None = None,
 ) -> Response:
-    if principal.role not in (Role.PATIENT, Role.COORDINATOR):
+    if not (rules.is_patient(principal) or rules.is_coordinator(principal)):
         raise Forbidden("Patients and coordinators book visits.")
     types = await availability.list_visit_types(session, principal)
     patient = await _patient_for_page(session, principal, patient_id)
@@ -255,7 +256,7 @@ async def book(
             states=US_STATES,
             tz=zone,
         )
-    if principal.role is Role.COORDINATOR:
+    if rules.is_coordinator(principal):
         return _see_other(f"/schedule/calendar?day={appt.start_at.date().isoformat()}&booked={appt.id}")
     return _see_other(f"/visits/{appt.id}?booked=1")
 
@@ -276,7 +277,7 @@ async def visit_detail(
     policy = await availability.get_policy(session, appt.org_id)
     now = utc_now()
     summary = None
-    if appt.status == AppointmentStatus.COMPLETED and principal.role is Role.PATIENT:
+    if appt.status == AppointmentStatus.COMPLETED and rules.is_patient(principal):
         summary = await notes.visit_summary(session, principal, appointment_id=appt.id)
     attestation = await visits.attestation_for(session, appt.id)
     return _page(
@@ -414,7 +415,7 @@ async def _check_in_page(
 async def check_in_form(
     request: Request, appointment_id: int, session: DbSession, principal: CurrentPrincipal
 ) -> Response:
-    if principal.role is not Role.PATIENT:
+    if not rules.is_patient(principal):
         return _see_other(f"/visits/{appointment_id}")
     return await _check_in_page(request, session, principal, appointment_id)
 
@@ -643,13 +644,13 @@ async def calendar(
     day: date | None = None,
     practitioner_id: int | None = None,
 ) -> Response:
-    if principal.role is not Role.COORDINATOR and not principal.role.is_clinician:
+    if not rules.is_coordinator(principal) and not rules.has_clinical_role(principal):
         raise Forbidden("The calendar is for coordinators and clinicians.")
     day = day or utc_now().date()
     days = await scheduling.day_calendar(session, principal, day=day, practitioner_id=practitioner_id)
     flagged = (
         await scheduling.reassignment_candidates(session, principal)
-        if principal.role is Role.COORDINATOR
+        if rules.is_coordinator(principal)
         else []
     )
     names = await scheduling.practitioner_names(session, principal)

@@ -29,7 +29,7 @@ from telecare.access.service import reach_for, record_access
 from telecare.auth.principal import Principal
 from telecare.core.errors import Conflict, FieldError, Forbidden, ValidationFailed
 from telecare.core.time import utc_now
-from telecare.identity.models import Practitioner, Role, User
+from telecare.identity.models import Practitioner, User
 from telecare.licensure import service as licensure
 from telecare.scheduling.availability import get_policy
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality
@@ -429,7 +429,7 @@ async def _in_progress_participant(
     appt = await load_appointment(
         session, principal, appointment_id, resource=Resource.VISIT, action=Action.UPDATE, lock=True
     )
-    if principal.role is Role.PATIENT:
+    if rules.is_patient(principal):
         _require_own_patient(principal, appt)
         role = ParticipantRole.PATIENT
     else:

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
+from telecare.access import rules
 from telecare.access.policy import Action, Resource, allowed_reach
 from telecare.auth.principal import Principal
 from telecare.identity.models import Role
@@ -63,11 +64,11 @@ def nav_for(principal: Principal | None) -> list[tuple[str, str]]:
     to a page that would refuse it."""
     if principal is None or (principal.role.is_staff and not principal.mfa_verified):
         return []
-    if principal.role is Role.PATIENT:
+    if rules.is_patient(principal):
         return [("/home", "My health"), ("/me/contact", "My contact details"), *_domain_nav(principal)]
     # Roles that may search patients land on their patient list; the others on a page of links.
     if allowed_reach(principal.role, Resource.PATIENT, Action.SEARCH) is not None:
-        label = "Patient contacts" if principal.role is Role.COORDINATOR else "My patients"
+        label = "Patient contacts" if rules.is_coordinator(principal) else "My patients"
         items: list[tuple[str, str]] = [("/home", label)]
     else:
         items = [("/home", "Home")]
@@ -85,9 +86,7 @@ def idle_minutes(request: Request, principal: Principal | None) -> int | None:
     if principal is None or principal.kind != "session":
         return None
     settings = request.app.state.settings
-    return int(
-        settings.patient_idle_minutes if principal.role is Role.PATIENT else settings.staff_idle_minutes
-    )
+    return int(settings.patient_idle_minutes if rules.is_patient(principal) else settings.staff_idle_minutes)
 
 
 templates.env.globals["nav_for"] = nav_for

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from telecare.access import rules
 from telecare.access.policy import Resource
 from telecare.auth.dependencies import CurrentPrincipal, DbSession, client_addr, public
 from telecare.core.errors import AppError, Forbidden
@@ -82,7 +83,7 @@ async def waiting_room(
 @router.get("/clinic/queue", response_class=HTMLResponse)
 async def clinician_queue(request: Request, principal: CurrentPrincipal) -> Response:
     """The clinician's live waiting room: patients, wait time, attested state, Admit."""
-    if not principal.role.is_clinician:
+    if not rules.has_clinical_role(principal):
         raise Forbidden("Only clinicians have a waiting-room queue.")
     return _page(request, "live/queue.html", principal=principal)
 
