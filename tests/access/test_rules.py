@@ -40,13 +40,12 @@ def test_the_patient_is_the_record_owner_only(role: Role) -> None:
     assert rules.is_the_patient(who(role), patient_id=None) is False
 
 
-
 @pytest.mark.parametrize("role", list(Role))
 def test_role_predicates_name_one_role_each(role: Role) -> None:
     p = who(role)
     assert rules.is_patient(p) is (role is Role.PATIENT)
     assert rules.is_coordinator(p) is (role is Role.COORDINATOR)
-    assert rules.has_clinical_role(p) is (role in (Role.PHYSICIAN, Role.NURSE, Role.THERAPIST, Role.PHARMACIST))
+    assert rules.has_clinical_role(p) is (role in CLINICAL)
     assert rules.edits_identity(p) is (role is not Role.PATIENT)
     assert rules.may_grant_role(p, role)  # a role always covers itself
     assert rules.may_grant_role(p, Role.ADMIN) is (role in (Role.ADMIN,))
