@@ -42,7 +42,7 @@ check: $(STAMP)
 	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
 
 bench: $(STAMP) .env
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/reads.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
