@@ -295,7 +295,7 @@ def main() -> None:
         url = args.database_url
         if args.postgres and not url:
             url = stack.enter_context(throwaway_pgserver(workdir))
-        postgres = url is not None
+        postgres = url is not None and url.startswith("postgresql")
         url = url or f"sqlite:///{workdir / 'telecare.db'}"
         workers = args.workers or (2 if postgres else 1)
         if workers > 1 and not postgres:
