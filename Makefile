@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast check bench migrate install clean
+.PHONY: run test test-fast check bench bench-postgres migrate install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,8 +41,21 @@ check: $(STAMP)
 	$(BIN)/mypy
 	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
 
-bench: $(STAMP) .env
-	$(BIN)/python bench/http.py
+# Every benchmark at small sizes on SQLite (a few minutes; `reads.py` needs Debian's `wrk`). Each prints its
+# figure beside a ceiling measured in the same run and the ratio. `make bench-postgres`: the same on a
+# throwaway PostgreSQL (pgserver), two uvicorn workers where the benchmark serves HTTP.
+bench: $(STAMP)
+	$(BIN)/python bench/booking.py
+	$(BIN)/python bench/ingest.py --only sqlite --batches 10 --singles 1000 --patients 50
+	$(BIN)/python bench/signaling.py --levels 25,50,100 --hold 3 --stagger 3 --max-seconds 90
+	$(BIN)/python bench/reads.py
+
+bench-postgres: $(STAMP)
+	$(BIN)/python bench/booking.py --postgres
+	$(BIN)/python bench/ingest.py --only postgresql --batches 10 --singles 1000 --patients 50
+	$(BIN)/python bench/signaling.py --pgserver --workers 2 --levels 25,50,100 --hold 3 --stagger 3 \
+		--max-seconds 90
+	$(BIN)/python bench/reads.py --postgres
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

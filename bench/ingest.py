@@ -1,7 +1,9 @@
 """Ingestion benchmark: readings/s end to end over HTTP (native batches of 1,000, rules evaluated), readings/s
 for single-reading posts, and p50/p99 from commit of an alerting reading to the alert reaching a connected
 nurse dashboard (WebSocket). Prints the ceiling from the same run: the same rows written straight into the
-same table with `executemany` (SQLite) or `COPY` (PostgreSQL), no HTTP, no rules.
+same table with `executemany` (SQLite) or `COPY` (PostgreSQL), no HTTP, no rules; and for single-reading
+posts, the same number of rows each inserted and committed in its own transaction by 16 concurrent tasks on
+Telecare's engine (the naive one-fsync-per-reading ceiling that group commit is meant to beat).
 
     .venv/bin/python bench/ingest.py                      # SQLite, and PostgreSQL via pgserver if installed
     .venv/bin/python bench/ingest.py --postgres-url postgresql://user:pw@host/db_admin_db
@@ -294,6 +296,28 @@ def pg_ceiling(url: str, org: int, patients: list[int], n: int, batch: int = 10_
     return n / elapsed
 
 
+async def single_commit_ceiling(url: str, tmp: Path, org: int, patients: list[int], n: int) -> float:
+    """Rows/s with one committed transaction per row, 16 concurrent tasks, Telecare's engine and pragmas."""
+    from sqlalchemy import text
+
+    db = Database(settings_for(url, tmp))
+    names = [c.strip() for c in COLS.split(",")]
+    sql = text(f"INSERT INTO readings ({COLS}) VALUES ({', '.join(':' + c for c in names)})")
+    rows = iter(ceiling_rows(org, patients, n))
+
+    async def worker() -> None:
+        for row in rows:
+            async with db.engine.begin() as conn:  # BEGIN IMMEDIATE on SQLite, as in a unit of work
+                await conn.execute(sql, dict(zip(names, row, strict=True)))
+
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(16)))
+        return n / (time.perf_counter() - t0)
+    finally:
+        await db.dispose()
+
+
 async def run_backend(name: str, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     migrate.upgrade(url)
     install_domains()
@@ -316,6 +340,9 @@ async def run_backend(name: str, url: str, tmp: Path, args: argparse.Namespace) 
     else:
         out["ceiling_rows_per_s"] = pg_ceiling(url, ctx["org"], ctx["patients"], n)
     out["fraction_of_ceiling"] = out["batch_readings_per_s"] / out["ceiling_rows_per_s"]
+    out["single_ceiling_per_s"] = await single_commit_ceiling(
+        url, tmp, ctx["org"], ctx["patients"], min(args.singles, 2000)
+    )
     return out
 
 
@@ -330,6 +357,11 @@ def report(name: str, r: dict[str, float]) -> None:
     ceiling_kind = "executemany, 1,000 rows/txn" if name == "sqlite" else "COPY, 10,000 rows/txn"
     print(f"ceiling ({ceiling_kind}, no HTTP, no rules): {r['ceiling_rows_per_s']:>10,.0f} rows/s")
     print(f"end-to-end batches as a fraction of the ceiling: {r['fraction_of_ceiling']:.0%}")
+    single_ratio = r["single_posts_per_s"] / r["single_ceiling_per_s"]
+    print(
+        f"single posts: ceiling (1 row per committed transaction, 16 concurrent, same engine): "
+        f"{r['single_ceiling_per_s']:,.0f} rows/s; ratio {single_ratio:.2f}"
+    )
 
 
 async def main() -> None:

@@ -12,6 +12,10 @@ arrives within the deadline, nothing is refused, and the relay p99 stays under -
 count (--levels) and time (--max-seconds). The load generator shares the machine's cores with the server,
 so the figures are pessimistic.
 
+The same-run ceiling: the same levels against `bench/bare_relay.py` (a bare FastAPI WebSocket relay on the
+same database: session cookie and participant checked on connect, then plain relay, one worker), then the
+ratio of sustained visits and both steady relay p99s at the highest level both sustained (--no-ceiling: skip).
+
     .venv/bin/python bench/signaling.py --levels 25,50,100,200,300 --max-seconds 240
 """
 
@@ -35,6 +39,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 from telecare.auth import sessions
 from telecare.auth.principal import system_principal
 from telecare.config import Mode, Settings
@@ -46,6 +52,8 @@ from telecare.identity import service as identity
 from telecare.identity.models import Organization, Patient, Practitioner, Role, Sex
 from telecare.scheduling.models import Appointment, AppointmentStatus, Modality, PatientKind, VisitType
 from telecare.visits.models import ParticipantRole, VisitParticipant
+
+BENCH_DIR = str(Path(__file__).resolve().parent)
 
 
 def free_port() -> int:
@@ -341,16 +349,58 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def report(level: Level, limit_ms: float) -> bool:
-    setup, steady = level.latencies_ms, level.steady_ms
-    ok = (
+def sustained(level: Level, limit_ms: float) -> bool:
+    return (
         level.connected == 2 * level.visits
         and level.refused == 0
         and level.errors == 0
         and level.lost == 0
-        and bool(steady)
-        and percentile(steady, 0.99) <= limit_ms
+        and bool(level.steady_ms)
+        and percentile(level.steady_ms, 0.99) <= limit_ms
     )
+
+
+HEADER = (
+    "                                          setup relay (ms)    steady relay (ms)\n"
+    " visits sockets connected refused  lost messages       p50       p99       p50       p99  "
+    "max(ms) connect(s) sustained"
+)
+
+
+async def wait_healthy(port: int, path: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(150):
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"http://127.0.0.1:{port}{path}")).status_code in (200, 404):
+                    return
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"server on port {port} did not start")
+
+
+async def ramp(port: int, visits: list[VisitSeed], args: argparse.Namespace) -> tuple[int, dict[int, float]]:
+    """Levels until one fails: (highest sustained level, steady p99 ms per sustained level)."""
+    levels = [int(x) for x in args.levels.split(",")]
+    print(HEADER, flush=True)
+    deadline = time.monotonic() + args.max_seconds
+    best = 0
+    p99s: dict[int, float] = {}
+    sent: dict[str, float] = {}
+    for n in levels:
+        if time.monotonic() > deadline:
+            print("time budget used up", flush=True)
+            break
+        level = await run_level(f"ws://127.0.0.1:{port}", visits[:n], args, sent)
+        if not report(level, args.p99_limit_ms):
+            break
+        best = n
+        p99s[n] = percentile(level.steady_ms, 0.99)
+        await asyncio.sleep(1)
+    return best, p99s
+
+
+def report(level: Level, limit_ms: float) -> bool:
+    setup, steady = level.latencies_ms, level.steady_ms
+    ok = sustained(level, limit_ms)
     print(
         f"{level.visits:>6} {2 * level.visits:>7} {level.connected:>9} {level.refused:>7} {level.lost:>5} "
         f"{len(setup) + len(steady):>8} {percentile(setup, 0.5):>9.2f} {percentile(setup, 0.99):>9.2f} "
@@ -400,12 +450,7 @@ async def main_async(args: argparse.Namespace) -> int:
         stderr=subprocess.STDOUT,
     )
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(150):
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.2)
+        await wait_healthy(port, "/healthz")
         print(
             f"database: {'PostgreSQL' if settings.is_postgres else 'SQLite'}; "
             f"server: {args.workers} uvicorn worker(s); "
@@ -414,28 +459,7 @@ async def main_async(args: argparse.Namespace) -> int:
             f"then {args.hold} s of 1 candidate/s per socket",
             flush=True,
         )
-        print(
-            "                                          setup relay (ms)    steady relay (ms)\n"
-            " visits sockets connected refused  lost messages       p50       p99       p50       p99  "
-            "max(ms) connect(s) sustained",
-            flush=True,
-        )
-        deadline = time.monotonic() + args.max_seconds
-        best = 0
-        sent: dict[str, float] = {}
-        for n in levels:
-            if time.monotonic() > deadline:
-                print("time budget used up", flush=True)
-                break
-            level = await run_level(f"ws://127.0.0.1:{port}", all_visits[:n], args, sent)
-            if not report(level, args.p99_limit_ms):
-                break
-            best = n
-            await asyncio.sleep(1)
-        print(
-            f"sustained: {best} concurrent visits ({2 * best} WebSockets) "
-            f"with relay p99 <= {args.p99_limit_ms} ms"
-        )
+        best, p99s = await ramp(port, all_visits, args)
     finally:
         server.terminate()
         try:
@@ -443,6 +467,47 @@ async def main_async(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+    limit = args.p99_limit_ms
+    print(f"sustained: {best} concurrent visits ({2 * best} WebSockets) with relay p99 <= {limit} ms")
+    if args.no_ceiling:
+        return 0
+    bare_port = free_port()
+    bare_url = url.replace("sqlite:///", "sqlite+aiosqlite:///", 1)
+    if bare_url.startswith("postgresql://"):
+        bare_url = bare_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    bare_log = (tmp / "bare.log").open("w")
+    bare = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+        [
+            sys.executable,
+            *("-m", "uvicorn", "bare_relay:app", "--app-dir", BENCH_DIR),
+            *("--host", "127.0.0.1", "--port", str(bare_port), "--no-access-log", "--log-level", "warning"),
+            "--ws-max-size=65536",
+        ],
+        cwd=tmp,
+        env={**os.environ, "BENCH_DATABASE_URL": bare_url},
+        stdout=bare_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_healthy(bare_port, "/")
+        print("\nceiling: bare FastAPI WebSocket relay (bench/bare_relay.py), 1 worker, same db", flush=True)
+        bare_best, bare_p99s = await ramp(bare_port, all_visits, args)
+    finally:
+        bare.terminate()
+        try:
+            bare.wait(10)
+        except subprocess.TimeoutExpired:
+            bare.kill()
+        bare_log.close()
+    print(f"ceiling sustained: {bare_best} concurrent visits with relay p99 <= {args.p99_limit_ms} ms")
+    ratio = f"{best / bare_best:.2f}" if bare_best else "n/a"
+    common = max(set(p99s) & set(bare_p99s), default=None)
+    at = (
+        f"; steady p99 at {common} visits: telecare {p99s[common]:.2f} ms, bare {bare_p99s[common]:.2f} ms"
+        if common
+        else ""
+    )
+    print(f"telecare / bare relay (sustained visits): {ratio} (capped by --levels){at}")
     return 0
 
 
@@ -465,6 +530,7 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn workers (PostgreSQL only: rooms span workers)"
     )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare relay ceiling")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     if max(levels) > 1000 or len(levels) > 12:
