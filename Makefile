@@ -40,6 +40,7 @@ check: $(STAMP)
 	$(BIN)/ruff format --check src tests bench migrations
 	$(BIN)/mypy
 	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py tests/test_docs.py
 
 # Every benchmark at small sizes on SQLite (a few minutes; `reads.py` needs Debian's `wrk`). Each prints its
 # figure beside a ceiling measured in the same run and the ratio. `make bench-postgres`: the same on a
