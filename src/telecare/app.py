@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from telecare.web import mount_web
     from telecare.web.api_docs import mount_api_docs
 
-    mount_api_docs(app, enabled=settings.docs_enabled)  # before /static, which would shadow its mount
+    mount_api_docs(app, enabled=settings.docs_enabled)
     mount_web(app)
     for router in domains.routers():
         app.include_router(router)

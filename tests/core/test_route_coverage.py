@@ -30,8 +30,7 @@ PUBLIC_ROUTES = {
     ("*", "/static"),  # stylesheets and ES modules
     # FastAPI's generated API description: the schema holds no data, the project is open source.
     ("GET", "/openapi.json"),
-    ("GET", "/docs"),  # Swagger UI page (web/api_docs.py), its files under /static/swagger-ui
-    ("*", "/static/swagger-ui"),
+    ("GET", "/docs"),  # Swagger UI page (web/api_docs.py), its files under /static/vendor/swagger-ui
     # Guest (interpreter, caregiver) invitation landing: the one-time token in the path is the credential,
     # checked, consumed and audited by visits.live.invitations.
     ("GET", "/join/{token}"),

@@ -199,6 +199,18 @@ def test_coordinator_sees_contact_data_of_all_patients_but_no_clinical_sections(
     expect(page.get_by_role("heading", name="Forbidden")).to_be_visible()
 
 
+def test_the_api_documentation_renders_from_this_server(tabs: Any, demo_server: DemoServer) -> None:
+    """Swagger UI at /docs, served locally under the CSP (a console error fails the test), shows the API's
+    operations: its version must read the OpenAPI 3.1 that FastAPI writes."""
+    tab = tabs()
+    page = tab.page
+    page.goto("/docs")
+    expect(page.locator(".opblock").first).to_be_visible()
+    expect(page.locator("body")).not_to_contain_text("Unable to render this definition")
+    one_patient = page.locator(".opblock-summary-path", has_text="/api/v1/patients/{patient_id}")
+    expect(one_patient.first).to_be_visible()
+
+
 def test_informatics_sees_aggregate_counts_only(tabs: Any, demo_server: DemoServer) -> None:
     tab = tabs()
     page = tab.page

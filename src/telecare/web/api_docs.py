@@ -1,9 +1,9 @@
 """Interactive API documentation (Swagger UI) served from this server.
 
 FastAPI's default /docs page loads Swagger UI from a CDN and starts it with an inline script; the content
-security policy (core/middleware.py) refuses both. Here the files come from the `swagger-ui-bundle` package
-and a small ES module starts the UI. In production the page is off unless TELECARE_API_DOCS=true: the API
-description stays at /openapi.json."""
+security policy (core/middleware.py) refuses both. Here the files are vendored under static/vendor/swagger-ui
+(Swagger UI 5, which reads the OpenAPI 3.1 FastAPI generates) and a small ES module starts the UI. In
+production the page is off unless TELECARE_API_DOCS=true: the API description stays at /openapi.json."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from html import escape
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from telecare.auth.dependencies import public
 
@@ -20,7 +18,6 @@ from telecare.auth.dependencies import public
 def mount_api_docs(app: FastAPI, *, enabled: bool) -> None:
     if not enabled:
         return
-    app.mount("/static/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
     title = escape(f"{app.title} {app.version}")
 
     @app.get("/docs", include_in_schema=False, dependencies=[Depends(public)])
@@ -30,8 +27,8 @@ def mount_api_docs(app: FastAPI, *, enabled: bool) -> None:
             f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<link rel="icon" href="/static/favicon.svg">'
-            '<link rel="stylesheet" href="/static/swagger-ui/swagger-ui.css"></head>'
+            '<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css"></head>'
             f'<body><div id="swagger-ui" data-openapi-url="{escape(app.openapi_url or "")}"></div>'
-            '<script src="/static/swagger-ui/swagger-ui-bundle.js"></script>'
+            '<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>'
             '<script type="module" src="/static/js/api-docs.js"></script></body></html>'
         )
