@@ -5,9 +5,7 @@ TOTP replay and encryption at rest, bearer tokens, disabling users and logout.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -85,24 +83,6 @@ async def _user(db: Database, user_id: int) -> User:
         user = await s.get(User, user_id)
         assert user is not None
         return user
-
-
-@pytest.fixture
-async def app_with(settings: Settings) -> AsyncIterator[Any]:
-    """Build an app with some settings changed (tight limits) on the same test database."""
-    from telecare.app import create_app
-
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def build(**changes: Any) -> httpx.AsyncClient:
-            application = create_app(settings.model_copy(update=changes))
-            await stack.enter_async_context(application.router.lifespan_context(application))
-            return httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application, client=("198.51.100.7", 40000)),
-                base_url="http://testserver",
-            )
-
-        yield build
 
 
 # ---- passwords --------------------------------------------------------------------------------------------

@@ -3,14 +3,11 @@ asserts what an attacker or a confused user would see, through the real pages an
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from telecare.audit.models import AuditEntry
@@ -39,24 +36,6 @@ from tests.factories import (
 )
 
 API = "/api/v1"
-
-
-@pytest.fixture
-async def app_with(settings: Settings) -> AsyncIterator[Any]:
-    """Build an app with some settings changed on the same test database."""
-    from telecare.app import create_app
-
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def build(**changes: Any) -> httpx.AsyncClient:
-            application = create_app(settings.model_copy(update=changes))
-            await stack.enter_async_context(application.router.lifespan_context(application))
-            return httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application, client=("198.51.100.7", 40000)),
-                base_url="http://testserver",
-            )
-
-        yield build
 
 
 async def _count(db: Database, model: Any, *where: Any) -> int:
