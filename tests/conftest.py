@@ -177,6 +177,11 @@ async def app(settings: Settings) -> AsyncIterator[Any]:
     from telecare.app import create_app
 
     application = create_app(settings)
+    # In-process tests seal each unit of work's audit entries right after it commits, as a CLI command does:
+    # a background sealer's SQLite write transaction would stay open while a test blocks the event loop on a
+    # subprocess (`run_cli`), and lock it out. The background sealer is tested in tests/audit/test_sealer.py
+    # and runs in every test that starts a real server.
+    application.state.db.seal_in_background = False
     async with application.router.lifespan_context(application):
         yield application
 

@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     db.events = EventBus(db)
     db.group_commit = True  # a long-running server coalesces concurrent device uploads (monitoring)
+    db.seal_in_background = True  # ...and seals audit entries off the request's path (audit/sealer.py)
     app.state.events = db.events
     app.state.has_credentials = has_credentials
     install_error_handlers(app)

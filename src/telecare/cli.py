@@ -354,35 +354,57 @@ def audit_verify(
     anchor: Annotated[
         str | None,
         typer.Option(
-            help="ID:MAC printed by an earlier run and kept outside the database; detects truncation"
+            help="SEQ:MAC printed by an earlier run and kept outside the database; detects truncation"
         ),
     ] = None,
 ) -> None:
-    """Verify the audit chain; exits 1 and names the first bad entry if anything was altered."""
+    """Verify the audit chain; exits 1 and names the first bad entry if anything was altered, removed, or
+    left unsealed beyond TELECARE_AUDIT_SEAL_WINDOW_SECONDS."""
     from telecare.audit import service as audit
 
     expected: tuple[int, str] | None = None
     if anchor is not None:
-        entry_id, _, mac = anchor.partition(":")
-        if not entry_id.isdigit() or len(mac) != 64:
-            fail("--anchor must be ID:MAC as printed by `telecare audit verify`")
-        expected = (int(entry_id), mac)
+        seq, _, mac = anchor.partition(":")
+        if not seq.isdigit() or len(mac) != 64:
+            fail("--anchor must be SEQ:MAC as printed by `telecare audit verify`")
+        expected = (int(seq), mac)
 
     async def go(session: AsyncSession, settings: Settings) -> audit.VerifyResult:
         return await audit.verify_chain(
-            session, key=settings.secret("audit_hmac_key").encode(), anchor=expected
+            session,
+            key=settings.secret("audit_hmac_key").encode(),
+            anchor=expected,
+            seal_window=settings.audit_seal_window_seconds,
         )
 
     result = run_in_uow(go)
     if result.ok:
-        typer.echo(f"audit chain intact: {result.checked} entries verified")
-        if result.head is not None:
+        pending = (
+            f" ({result.unsealed} written in the last seconds, not sealed yet)" if result.unsealed else ""
+        )
+        typer.echo(f"audit chain intact: {result.checked} entries verified{pending}")
+        if result.head is not None and result.head[0] > 0:
             typer.echo(
                 f"anchor: {result.head[0]}:{result.head[1]}  (keep outside the database; pass as --anchor)"
             )
         return
     typer.echo(f"AUDIT CHAIN BROKEN at entry {result.first_bad_id}: {result.reason}", err=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal every pending audit entry into the chain now (the server does this by itself; after an upgrade or
+    a crash with no server running, run this before `telecare audit verify`)."""
+    from telecare.audit import service as audit
+
+    async def go(session: AsyncSession, settings: Settings) -> int:
+        total = 0
+        while sealed := await audit.seal_batch(session, key=settings.secret("audit_hmac_key").encode()):
+            total += sealed
+        return total
+
+    typer.echo(f"{run_in_uow(go)} entries sealed")
 
 
 @demo_app.callback()

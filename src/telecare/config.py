@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     rpm_background_interval_seconds: float = 30.0  # escalation / missing-data sweep; 0 disables the loop
     rpm_missing_data_days: int = 3  # default of the missing-data rule (per-patient override possible)
 
+    # Audit sealing (audit/sealer.py, docs/audit.md): `telecare audit verify` fails on an entry left unsealed
+    # longer than the window; the server's sealer runs every interval seconds besides after each commit.
+    audit_seal_window_seconds: float = Field(default=5.0, gt=0)
+    audit_seal_interval_seconds: float = Field(default=1.0, gt=0)
+
     cookie_secure: bool = False
     # Host names the server answers to (Host header); others get 400 before routing, so no redirect or link
     # is ever built from a forged Host. Empty: the base_url's host, localhost and 127.0.0.1 (and the test

@@ -47,7 +47,12 @@ DOMAINS: tuple[Domain, ...] = (
         chart_sections=("telecare.web.chart:CHART_SECTIONS",),
     ),
     Domain("auth", pages=("telecare.auth.pages:router",)),
-    Domain("audit", models=("telecare.audit.models",), routers=("telecare.audit.api:router",)),
+    Domain(
+        "audit",
+        models=("telecare.audit.models",),
+        routers=("telecare.audit.api:router",),
+        tasks=("telecare.audit.sealer:background_loop",),
+    ),
     Domain("access", models=("telecare.access.models",), routers=("telecare.access.api:router",)),
     Domain("notifications", models=("telecare.notifications.models",)),
     Domain(

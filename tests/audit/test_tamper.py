@@ -1,5 +1,6 @@
-"""Tamper evidence (docs/security.md#goal-10). The attacker has database access: they drop the
-append-only triggers first, as a DBA could, then edit, delete, insert or reorder rows. `telecare audit
+"""Tamper evidence (docs/security.md#goal-10, docs/audit.md). The attacker has database access: they drop
+the append-only triggers first, as a DBA could, then edit, delete, insert or reorder rows of the entries,
+their seals or the chain head. `telecare audit
 verify` (a real subprocess with the database URL and HMAC key in its environment) must exit non-zero and
 name the first bad entry; a hypothesis search over random single-row mutations must never get one past the
 verifier; rewriting the whole chain without the key is detected too."""
@@ -25,7 +26,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from telecare.audit import service as audit
-from telecare.audit.models import AuditChainHead, AuditEntry
+from telecare.audit.models import AuditChainHead, AuditEntry, AuditSeal
+from telecare.audit.sealer import seal_pending
 from telecare.config import Settings
 from telecare.core.db import Database
 from telecare.identity.models import Role
@@ -33,21 +35,25 @@ from tests.factories import add_to_care_team, bearer, make_org, make_patient, ma
 from tests.subprocesses import run_cli
 
 TABLE = AuditEntry.__table__
+SEALS = AuditSeal.__table__
 
 
 async def _drop_triggers(db: Database) -> None:
     """What a DBA can always do: the triggers stop mistakes and application bugs, not the DBA."""
     async with db.engine.begin() as conn:
         if db.is_sqlite:
-            await conn.execute(text("DROP TRIGGER audit_entries_no_update"))
-            await conn.execute(text("DROP TRIGGER audit_entries_no_delete"))
+            for table in ("audit_entries", "audit_seals"):
+                await conn.execute(text(f"DROP TRIGGER {table}_no_update"))
+                await conn.execute(text(f"DROP TRIGGER {table}_no_delete"))
         else:
-            await conn.execute(text("DROP TRIGGER audit_entries_no_update ON audit_entries"))
-            await conn.execute(text("DROP TRIGGER audit_entries_no_truncate ON audit_entries"))
+            for table in ("audit_entries", "audit_seals"):
+                await conn.execute(text(f"DROP TRIGGER {table}_no_update ON {table}"))
+                await conn.execute(text(f"DROP TRIGGER {table}_no_truncate ON {table}"))
 
 
 async def _build_chain(db: Database, client: httpx.AsyncClient | None = None) -> int:
-    """A realistic chain: users, a care team, reads, searches, updates, a denied read. Returns its length."""
+    """A realistic chain: users, a care team, reads, searches, updates, a denied read, all sealed (in id
+    order: seal k names entry k). Returns its length."""
     org = await make_org(db)
     doc = await make_user(db, org, Role.PHYSICIAN)
     await make_user(db, org, Role.NURSE)
@@ -65,8 +71,12 @@ async def _build_chain(db: Database, client: httpx.AsyncClient | None = None) ->
         r = await client.patch(f"/api/v1/patients/{mine}", json={"city": "Erie"}, headers=bearer(token))
         assert r.status_code == 200
         assert (await client.get(f"/api/v1/patients/{other}", headers=bearer(token))).status_code == 404
+    await seal_pending(db)
     async with db.engine.connect() as conn:
-        return int((await conn.execute(text("SELECT MAX(id) FROM audit_entries"))).scalar_one())
+        n = int((await conn.execute(text("SELECT MAX(id) FROM audit_entries"))).scalar_one())
+        sealed = (await conn.execute(select(SEALS.c.seq, SEALS.c.entry_id).order_by(SEALS.c.seq))).all()
+    assert [tuple(row) for row in sealed] == [(i, i) for i in range(1, n + 1)]
+    return n
 
 
 def _verify_cli(settings: Settings, tmp_path: Path, key: str | None = None) -> tuple[int, str]:
@@ -103,7 +113,16 @@ async def test_untouched_chain_verifies_with_the_cli(
 
 
 # The rest (MAC edits, moves, the head row, every column) is covered in-process by the property below.
-MUTATIONS = ["edit-field", "delete-middle", "delete-last", "insert-tail", "insert-before-first", "reorder"]
+MUTATIONS = [
+    "edit-field",
+    "delete-middle",
+    "delete-last",
+    "insert-tail",
+    "insert-before-first",
+    "reorder",
+    "delete-seal",
+    "reseal",
+]
 
 
 @pytest.mark.parametrize("mutation", MUTATIONS)
@@ -125,19 +144,26 @@ async def test_cli_names_the_first_bad_entry_after_single_row_tampering(
         expected, reason = k, "altered"
     elif mutation == "delete-middle":
         await _sql(db, ("DELETE FROM audit_entries WHERE id = :k", {"k": k}))
-        expected, reason = k + 1, "missing"
+        expected, reason = k, "missing"
     elif mutation == "delete-last":
         await _sql(db, ("DELETE FROM audit_entries WHERE id = :n", {"n": n}))
-        expected, reason = n, "deleted"
+        expected, reason = n, "missing"
     elif mutation in ("insert-tail", "insert-before-first"):
         row = await _copy_row(db, k)
         row["id"] = n + 1 if mutation == "insert-tail" else 0
         async with db.engine.begin() as conn:
             await conn.execute(TABLE.insert().values(**row))
-        expected, reason = (
-            row["id"],
-            "out of sequence" if mutation == "insert-before-first" else "does not link",
+        expected, reason = row["id"], "altered"  # its MAC covers its id
+    elif mutation == "delete-seal":
+        await _sql(db, ("DELETE FROM audit_seals WHERE seq = :k", {"k": k}))
+        expected, reason = k + 1, f"seal {k} is missing"
+    elif mutation == "reseal":  # point seal k at another entry: the seal's MAC covers its entry
+        await _sql(
+            db,
+            ("DELETE FROM audit_seals WHERE seq = :j", {"j": k + 1}),
+            ("UPDATE audit_seals SET entry_id = :j WHERE seq = :k", {"j": k + 1, "k": k}),
         )
+        expected, reason = k + 1, "seal of entry"
     elif mutation == "reorder":
         await _sql(
             db,
@@ -145,12 +171,12 @@ async def test_cli_names_the_first_bad_entry_after_single_row_tampering(
             ("UPDATE audit_entries SET id = :k WHERE id = :j", {"k": k, "j": k + 1}),
             ("UPDATE audit_entries SET id = :j WHERE id = -1", {"j": k + 1}),
         )
-        expected, reason = k, "does not link"
+        expected, reason = k, "altered"
     elif mutation == "move-to-end":
         await _sql(db, ("UPDATE audit_entries SET id = :new WHERE id = :k", {"new": n + 7, "k": k}))
-        expected, reason = k + 1, "missing"
+        expected, reason = k, "missing"
     else:  # the chain head row: pretend the chain is one entry shorter
-        await _sql(db, ("UPDATE audit_chain_head SET last_entry_id = :m WHERE id = 1", {"m": n - 1}))
+        await _sql(db, ("UPDATE audit_chain_head SET last_seq = :m WHERE id = 1", {"m": n - 1}))
         expected, reason = n, "chain head"
     code, out = _verify_cli(settings, tmp_path)
     assert code == 1, out
@@ -161,8 +187,8 @@ async def test_cli_names_the_first_bad_entry_after_single_row_tampering(
 async def test_truncation_with_a_rewritten_head_is_caught_by_an_external_anchor(
     client: httpx.AsyncClient, db: Database, settings: Settings, tmp_path: Path
 ) -> None:
-    """Two rows changed (the last entry deleted, the head row pointed at the one before): the chain left is
-    valid, so only the anchor recorded earlier outside the database can tell."""
+    """Three rows changed (the last entry and its seal deleted, the head row pointed at the seal before): the
+    chain left is valid, so only the anchor recorded earlier outside the database can tell."""
     n = await _build_chain(db, client)
     code, out = _verify_cli(settings, tmp_path)
     assert code == 0, out
@@ -171,11 +197,13 @@ async def test_truncation_with_a_rewritten_head_is_caught_by_an_external_anchor(
     assert int(found.group(1)) == n
     recorded = f"{found.group(1)}:{found.group(2)}"
     await _drop_triggers(db)
-    previous = await _copy_row(db, n - 1)
+    async with db.engine.connect() as conn:
+        previous = (await conn.execute(select(SEALS.c.mac).where(SEALS.c.seq == n - 1))).scalar_one()
     await _sql(
         db,
         ("DELETE FROM audit_entries WHERE id = :n", {"n": n}),
-        ("UPDATE audit_chain_head SET last_entry_id = :p, last_mac = :m", {"p": n - 1, "m": previous["mac"]}),
+        ("DELETE FROM audit_seals WHERE seq = :n", {"n": n}),
+        ("UPDATE audit_chain_head SET last_seq = :p, last_mac = :m", {"p": n - 1, "m": previous}),
     )
     code, out = _verify_cli(settings, tmp_path)
     assert code == 0, out  # the limit of an in-database chain
@@ -183,13 +211,13 @@ async def test_truncation_with_a_rewritten_head_is_caught_by_an_external_anchor(
 
     r = run_cli(settings, "audit", "verify", "--anchor", recorded, cwd=tmp_path, env=cli_env(settings))
     assert r.returncode == 1
-    assert f"AUDIT CHAIN BROKEN at entry {n}: anchored entry {n} is gone" in r.stderr
+    assert f"AUDIT CHAIN BROKEN at entry {n}: anchored seal {n} is gone" in r.stderr
     # An anchor from another chain (or a rewritten one) does not match either.
     r = run_cli(
         settings, "audit", "verify", "--anchor", f"2:{'ab' * 32}", cwd=tmp_path, env=cli_env(settings)
     )
     assert r.returncode == 1
-    assert "entry 2 differs from the anchor" in r.stderr
+    assert "seal 2 differs from the anchor" in r.stderr
 
 
 async def test_full_chain_rewrite_without_the_key_is_detected(
@@ -202,24 +230,29 @@ async def test_full_chain_rewrite_without_the_key_is_detected(
     forged_key = b"attacker-guess"
     async with db.unit_of_work() as s:
         entries = list((await s.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars())
-        prev = audit.GENESIS
-        forged: list[tuple[int, str, str, str]] = []
+        seals = list((await s.execute(select(AuditSeal).order_by(AuditSeal.seq))).scalars())
+        forged: list[tuple[int, str, str]] = []
         for e in entries:
             if e.id == 3:
                 e.outcome = "success" if e.outcome != "success" else "failure"
-            e.prev_mac = prev
-            prev = audit.compute_mac(forged_key, e)
-            forged.append((e.id, e.outcome, e.prev_mac, prev))
+            forged.append((e.id, e.outcome, audit.compute_mac(forged_key, e)))
+        macs = {entry_id: mac for entry_id, _, mac in forged}
+        prev = audit.GENESIS
+        forged_seals: list[tuple[int, str, str]] = []
+        for seal in seals:
+            seal.prev_mac = prev
+            prev = audit.seal_mac(forged_key, seal, macs[seal.entry_id])
+            forged_seals.append((seal.seq, seal.prev_mac, prev))
         s.expunge_all()
     async with db.engine.begin() as conn:
-        for entry_id, outcome, prev_mac, mac in forged:
-            await conn.execute(
-                TABLE.update()
-                .where(TABLE.c.id == entry_id)
-                .values(outcome=outcome, prev_mac=prev_mac, mac=mac)
-            )
+        for entry_id, outcome, mac in forged:
+            await conn.execute(TABLE.update().where(TABLE.c.id == entry_id).values(outcome=outcome, mac=mac))
+        for seq, prev_mac, mac in forged_seals:
+            await conn.execute(SEALS.update().where(SEALS.c.seq == seq).values(prev_mac=prev_mac, mac=mac))
         await conn.execute(
-            AuditChainHead.__table__.update().values(last_entry_id=forged[-1][0], last_mac=forged[-1][3])
+            AuditChainHead.__table__.update().values(
+                last_seq=forged_seals[-1][0], last_mac=forged_seals[-1][2]
+            )
         )
     # The forgery is internally consistent (it verifies under the forger's key)...
     async with db.unit_of_work() as s:
@@ -261,6 +294,14 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "mac": HEX64,
 }
 
+SEAL_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "seq": st.integers(-5, CHAIN_LENGTH + 20),
+    "entry_id": st.integers(-5, CHAIN_LENGTH + 20),
+    "sealed_at": st.integers(-(10**9), 10**9).filter(bool).map(lambda us: timedelta(microseconds=us)),
+    "prev_mac": HEX64,
+    "mac": HEX64,
+}
+
 MUTATION = st.one_of(
     st.tuples(st.just("edit"), st.integers(1, CHAIN_LENGTH), st.sampled_from(sorted(FIELD_VALUES))),
     st.tuples(st.just("delete"), st.integers(1, CHAIN_LENGTH)),
@@ -275,13 +316,16 @@ MUTATION = st.one_of(
         st.just("move"), st.integers(1, CHAIN_LENGTH), st.integers(CHAIN_LENGTH + 1, CHAIN_LENGTH + 50)
     ),
     st.tuples(st.just("head"), st.integers(0, CHAIN_LENGTH + 3), st.none() | HEX64),
+    st.tuples(st.just("seal-edit"), st.integers(1, CHAIN_LENGTH), st.sampled_from(sorted(SEAL_VALUES))),
+    st.tuples(st.just("seal-delete"), st.integers(1, CHAIN_LENGTH)),
 )
 
 
 @pytest.fixture
 def chain(settings: Settings) -> Iterator[tuple[asyncio.Runner, Database]]:
-    """A committed chain of CHAIN_LENGTH entries with the triggers dropped; examples mutate it inside a
-    transaction that is rolled back, so every example starts from the same intact chain."""
+    """A committed chain of CHAIN_LENGTH entries, sealed (seal k names entry k), with the triggers dropped;
+    examples mutate it inside a transaction that is rolled back, so every example starts from the same
+    intact chain."""
     from telecare.domains import install as install_domains
 
     install_domains()
@@ -317,7 +361,6 @@ async def _apply(
 ) -> tuple[int | None, bool]:
     """Apply one mutation; return (expected first bad id or None when any id will do, changed?)."""
     kind = mutation[0]
-    n = CHAIN_LENGTH
     if kind == "edit":
         _, k, column = mutation
         row = (await conn.execute(select(TABLE).where(TABLE.c.id == k))).mappings().one()
@@ -333,7 +376,7 @@ async def _apply(
     if kind == "delete":
         k = mutation[1]
         await conn.execute(TABLE.delete().where(TABLE.c.id == k))
-        return (k + 1 if k < n else n), True
+        return k, True
     if kind == "insert":
         _, source, new_id, mac = mutation
         row = dict((await conn.execute(select(TABLE).where(TABLE.c.id == source))).mappings().one())
@@ -353,12 +396,25 @@ async def _apply(
     if kind == "move":
         _, k, new_id = mutation
         await conn.execute(TABLE.update().where(TABLE.c.id == k).values(id=new_id))
-        return (k + 1 if k < n else new_id), True
+        return k, True
+    if kind == "seal-edit":
+        _, k, column = mutation
+        row = (await conn.execute(select(SEALS).where(SEALS.c.seq == k))).mappings().one()
+        value = data.draw(SEAL_VALUES[column])
+        if column == "sealed_at":
+            value = row["sealed_at"] + value
+        if value == row[column]:
+            return None, False
+        await conn.execute(SEALS.update().where(SEALS.c.seq == k).values({column: value}))
+        return None, True
+    if kind == "seal-delete":
+        await conn.execute(SEALS.delete().where(SEALS.c.seq == mutation[1]))
+        return None, True
     _, last_id, last_mac = mutation
     head = AuditChainHead.__table__
     current = (await conn.execute(select(head).where(head.c.id == 1))).mappings().one()
-    values = {"last_entry_id": last_id, "last_mac": last_mac if last_mac is not None else current["last_mac"]}
-    if (values["last_entry_id"], values["last_mac"]) == (current["last_entry_id"], current["last_mac"]):
+    values = {"last_seq": last_id, "last_mac": last_mac if last_mac is not None else current["last_mac"]}
+    if (values["last_seq"], values["last_mac"]) == (current["last_seq"], current["last_mac"]):
         return None, False
     await conn.execute(head.update().where(head.c.id == 1).values(**values))
     return None, True

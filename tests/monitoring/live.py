@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from telecare.config import Settings
+from tests.subprocesses import SRC
 
 
 def free_port() -> int:
@@ -27,6 +28,7 @@ class LiveServer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
+            "PYTHONPATH": str(SRC),  # this checkout's code, not whichever the venv has installed
             "TELECARE_DATABASE_URL": settings.database_url,
             "TELECARE_DATA_DIR": str(tmp),
             "TELECARE_BASE_URL": self.base,

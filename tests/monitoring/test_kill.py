@@ -111,7 +111,7 @@ async def test_sigkill_during_ingestion_loses_nothing_and_duplicates_nothing(
                 .having(func.count(Reading.id) > 1)
             )
         ).all()
-        chain = await verify_chain(s, key=settings.secret("audit_hmac_key").encode())
+        chain = await verify_chain(s, key=settings.secret("audit_hmac_key").encode(), seal_window=3600)
     stored = list(rows)
     assert dupes == []
     assert len(stored) == len(set(stored)), "a reading is stored twice"

@@ -1,4 +1,7 @@
-"""Append-only, HMAC-chained audit trail (45 CFR 164.312(b); docs/security.md#goal-10 and #goal-11)."""
+"""Append-only, HMAC-sealed audit trail (45 CFR 164.312(b); docs/security.md#goal-10, docs/audit.md).
+
+A request writes its `AuditEntry` (with the entry's own MAC) and an `AuditPending` row in its transaction,
+taking no lock; the sealer links entries into the chain in `AuditSeal` rows (insert-only like the entries)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, Sequence, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from telecare.core.db import Base, UTCDateTime
@@ -45,7 +48,9 @@ class Purpose(enum.StrEnum):
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # set by the chain
+    # Assigned by audit.service before the insert (the MAC covers it; the table rejects UPDATE): from
+    # AUDIT_ENTRY_IDS on PostgreSQL, MAX(id) + 1 under SQLite's single writer. Not the chain position.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     org_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor_user_id: Mapped[int | None] = mapped_column(Integer)  # no FK: entries outlive users
@@ -59,15 +64,45 @@ class AuditEntry(Base):
     client_addr: Mapped[str | None] = mapped_column(String(64))
     purpose: Mapped[str] = mapped_column(String(10))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # ids and codes only, never PHI
+    # "" for entries written since the sealer (0004_audit_seals); entries written before it were chained
+    # directly and keep their predecessor's MAC here. Either way the entry's MAC covers it.
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))  # HMAC of the entry alone (canonical(entry))
+
+
+# PostgreSQL only (SQLite has no sequences): ids without a lock, in the order writers asked for them.
+AUDIT_ENTRY_IDS = Sequence("audit_entries_id_seq", metadata=Base.metadata)
+
+
+class AuditPending(Base):
+    """Entries written but not yet sealed: the sealer's queue. Inserted with the entry, deleted by the seal
+    (not append-only: the entry stays, and `verify` reports one left unsealed beyond the window)."""
+
+    __tablename__ = "audit_pending"
+
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # no FK: see seals
+
+
+class AuditSeal(Base):
+    """An entry's place in the HMAC chain, in sealing order. Insert-only (triggers reject UPDATE/DELETE).
+
+    mac = HMAC(key, [seq, entry_id, entry's MAC, sealed_at, prev_mac]); no foreign key to the entry, so
+    that a deleted entry is reported by `verify` rather than refused by the database the attacker controls."""
+
+    __tablename__ = "audit_seals"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    entry_id: Mapped[int] = mapped_column(Integer, unique=True)
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     prev_mac: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
 
 
 class AuditChainHead(Base):
-    """Single row naming the newest entry: makes deleting the tail of the chain detectable."""
+    """Single row naming the newest seal: makes deleting the tail of the chain detectable."""
 
     __tablename__ = "audit_chain_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_entry_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_mac: Mapped[str] = mapped_column(String(64))

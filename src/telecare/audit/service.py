@@ -1,25 +1,43 @@
-"""Writing and verifying the audit chain.
+"""Writing, sealing and verifying the audit trail (docs/audit.md).
 
-Each entry's MAC is HMAC-SHA256(key, prev_mac || canonical(entry)), the key coming from settings, never from
-the database. The chain head row names the newest entry so that deleting the tail is detected too.
-Writers serialise on the head row (row lock on PostgreSQL; SQLite transactions are BEGIN IMMEDIATE)."""
+A request's transaction writes its entry *unchained*: the entry's MAC is HMAC-SHA256(key, canonical(entry))
+and an `audit_pending` row queues it, with no lock shared between requests, so no access to health data
+commits without its entry. The sealer (audit/sealer.py) then links entries into the chain in sealing order:
+seal n is HMAC(key, [n, entry id, entry MAC, sealed_at, MAC of seal n-1]), and the head row names the newest
+seal so that deleting the tail is detected too. The key comes from settings, never from the database."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from telecare.audit.models import AuditAction, AuditChainHead, AuditEntry, AuditOutcome, Purpose
+from telecare.audit.models import (
+    AUDIT_ENTRY_IDS,
+    AuditAction,
+    AuditChainHead,
+    AuditEntry,
+    AuditOutcome,
+    AuditPending,
+    AuditSeal,
+    Purpose,
+)
+from telecare.audit.sealer import GENESIS as GENESIS
+from telecare.audit.sealer import seal_batch as seal_batch
+from telecare.audit.sealer import seal_mac, sealer_for
 from telecare.core.crypto import constant_time_equal, hmac_sha256
-from telecare.core.db import as_uow
+from telecare.core.db import UnitOfWork, as_uow
 from telecare.core.time import utc_now
 
-GENESIS = "0" * 64
+log = logging.getLogger(__name__)
+
+UNCHAINED = ""  # prev_mac of an entry written since the sealer: its place in the chain is its seal
 
 
 @dataclass(frozen=True)
@@ -60,16 +78,39 @@ def compute_mac(key: bytes, entry: AuditEntry) -> str:
     return hmac_sha256(key, canonical(entry))
 
 
-async def _lock_head(session: AsyncSession) -> AuditChainHead:
-    stmt = select(AuditChainHead).where(AuditChainHead.id == 1)
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    head = (await session.execute(stmt)).scalar_one_or_none()
-    if head is None:
-        head = AuditChainHead(id=1, last_entry_id=0, last_mac=GENESIS)
-        session.add(head)
-        await session.flush()
-    return head
+def _dialect(session: AsyncSession) -> str:
+    bind = session.bind
+    return bind.dialect.name if bind is not None else "sqlite"
+
+
+async def _entry_ids(session: AsyncSession, n: int) -> list[int]:
+    """`n` fresh entry ids without a lock held to commit: a sequence on PostgreSQL (gaps from rolled-back
+    transactions are harmless: the chain is the seals', not the ids'); on SQLite, whose transactions are
+    BEGIN IMMEDIATE (one writer at a time), the next ids after the largest any audit table names (so that an
+    id is never reused, even after rows were deleted behind Telecare's back)."""
+    if _dialect(session) == "postgresql":
+        if n == 1:
+            return [int((await session.execute(select(AUDIT_ENTRY_IDS.next_value()))).scalar_one())]
+        rows = await session.execute(
+            text("SELECT nextval('audit_entries_id_seq') FROM generate_series(1, :n)"), {"n": n}
+        )
+        return sorted(int(v) for v in rows.scalars())
+    top = 0
+    for column in (AuditEntry.id, AuditSeal.entry_id, AuditPending.entry_id):
+        top = max(top, (await session.execute(select(func.max(column)))).scalar_one_or_none() or 0)
+    return list(range(max(top, 0) + 1, max(top, 0) + 1 + n))
+
+
+def _nudge_sealer(session: AsyncSession) -> None:
+    """Once per unit of work that wrote entries: wake the sealer after it commits."""
+    if not isinstance(session, UnitOfWork):
+        return  # a bare session (tests, tools): the periodic sealer or `telecare audit seal` picks it up
+    uow = session
+
+    async def nudge() -> None:
+        await sealer_for(uow.db).nudge()
+
+    uow.after_commit_once("audit.seal", nudge)
 
 
 async def record(
@@ -89,11 +130,10 @@ async def record(
     """Append one entry in the caller's transaction (the key defaults to the unit of work's)."""
     if key is None:
         key = as_uow(session).audit_key
-    head = await _lock_head(session)
-    # Ids are assigned here, under the chain lock, so they are consecutive and the MAC can cover them
-    # before the row is written (the table rejects UPDATE).
+    # The id is assigned before the insert so that the MAC can cover it (the table rejects UPDATE).
+    (entry_id,) = await _entry_ids(session, 1)
     entry = AuditEntry(
-        id=head.last_entry_id + 1,
+        id=entry_id,
         org_id=org_id if org_id is not None else actor.org_id,
         at=utc_now(),
         actor_user_id=actor.user_id,
@@ -107,14 +147,14 @@ async def record(
         client_addr=actor.client_addr,
         purpose=str(purpose),
         detail=detail or {},
-        prev_mac=head.last_mac,
+        prev_mac=UNCHAINED,
         mac="",
     )
     entry.mac = compute_mac(key, entry)
     session.add(entry)
-    head.last_entry_id = entry.id
-    head.last_mac = entry.mac
+    session.add(AuditPending(entry_id=entry.id))
     await session.flush()
+    _nudge_sealer(session)
     return entry
 
 
@@ -139,15 +179,15 @@ async def record_many(
     outcome: AuditOutcome = AuditOutcome.SUCCESS,
     purpose: Purpose | str = Purpose.TREATMENT,
 ) -> None:
-    """Append several entries under one chain lock and one flush (bulk ingestion audits each patient)."""
+    """Append several entries in one flush (bulk ingestion audits each patient)."""
     if not specs:
         return
-    head = await _lock_head(session)
+    ids = await _entry_ids(session, len(specs))
     now = utc_now()
-    entries = []
-    for spec in specs:
+    entries: list[Any] = []
+    for entry_id, spec in zip(ids, specs, strict=True):
         entry = AuditEntry(
-            id=head.last_entry_id + 1,
+            id=entry_id,
             org_id=spec.org_id if spec.org_id is not None else actor.org_id,
             at=now,
             actor_user_id=actor.user_id,
@@ -161,31 +201,59 @@ async def record_many(
             client_addr=actor.client_addr,
             purpose=str(purpose),
             detail=spec.detail or {},
-            prev_mac=head.last_mac,
+            prev_mac=UNCHAINED,
             mac="",
         )
         entry.mac = compute_mac(key, entry)
         entries.append(entry)
-        head.last_entry_id = entry.id
-        head.last_mac = entry.mac
     session.add_all(entries)
+    session.add_all([AuditPending(entry_id=entry_id) for entry_id in ids])
     await session.flush()
+    _nudge_sealer(session)
 
 
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     checked: int
-    first_bad_id: int | None = None
+    first_bad_id: int | None = None  # the entry (or, for a broken seal chain, the entry of the seal) named
     reason: str | None = None
-    head: tuple[int, str] | None = None  # (last entry id, its MAC): the anchor to keep outside the database
+    head: tuple[int, str] | None = None  # (last seal's seq, its MAC): the anchor to keep outside the database
+    unsealed: int = 0  # entries not yet sealed but within the window (counted in `checked`)
 
 
-async def _entries(session: AsyncSession, batch: int = 5000) -> AsyncIterator[AuditEntry]:
-    """Every row in id order, from the lowest id present: rows planted below 1 are walked, not skipped."""
+async def _seals(session: AsyncSession, batch: int) -> AsyncIterator[tuple[AuditSeal, AuditEntry | None]]:
+    """Every seal in seq order (from the lowest present: seals planted below 1 are walked) with its entry."""
     last: int | None = None
     while True:
-        stmt = select(AuditEntry).order_by(AuditEntry.id).limit(batch)
+        stmt = (
+            select(AuditSeal, AuditEntry)
+            .outerjoin(AuditEntry, AuditEntry.id == AuditSeal.entry_id)
+            .order_by(AuditSeal.seq)
+            .limit(batch)
+        )
+        if last is not None:
+            stmt = stmt.where(AuditSeal.seq > last)
+        rows = (await session.execute(stmt)).all()
+        if not rows:
+            return
+        for seal, entry in rows:
+            yield seal, entry
+        last = rows[-1][0].seq
+        session.expunge_all()
+
+
+async def _unsealed(session: AsyncSession, batch: int) -> AsyncIterator[AuditEntry]:
+    """Every entry no seal names, in id order."""
+    last: int | None = None
+    while True:
+        stmt = (
+            select(AuditEntry)
+            .outerjoin(AuditSeal, AuditSeal.entry_id == AuditEntry.id)
+            .where(AuditSeal.seq.is_(None))
+            .order_by(AuditEntry.id)
+            .limit(batch)
+        )
         if last is not None:
             stmt = stmt.where(AuditEntry.id > last)
         rows = (await session.execute(stmt)).scalars().all()
@@ -198,58 +266,92 @@ async def _entries(session: AsyncSession, batch: int = 5000) -> AsyncIterator[Au
 
 
 async def verify_chain(
-    session: AsyncSession, *, key: bytes, anchor: tuple[int, str] | None = None
+    session: AsyncSession,
+    *,
+    key: bytes,
+    anchor: tuple[int, str] | None = None,
+    seal_window: float = 5.0,
+    now: datetime | None = None,
+    batch: int = 5000,
 ) -> VerifyResult:
-    """Walk the chain from the genesis; name the first entry whose MAC, link or position is wrong.
+    """Walk the seal chain from the genesis, then every entry not yet sealed; name the first wrong thing.
 
-    The head row catches a deleted tail, but someone who deletes the tail *and* rewrites the head row
-    leaves a valid, shorter chain. `anchor` is an (id, MAC) pair printed by an earlier run and kept outside
-    the database (docs/security.md#audit-trail: anchor the head hash); that entry must still be as it was."""
+    Sealed entries: each seal must follow the one before (seq, link, MAC) and its entry must exist with its
+    MAC intact. Unsealed entries: their own MAC must hold, and none may be older than `seal_window`
+    seconds (by the writers' clock, `entry.at`): the sealer is not running, or a seal was removed.
+    The head row catches a deleted tail, but someone who deletes the tail *and* rewrites the head row leaves
+    a valid, shorter chain. `anchor` is a (seq, MAC) pair printed by an earlier run and kept outside the
+    database (docs/security.md#audit-trail: anchor the head hash); that seal must still be as it was."""
     prev_mac = GENESIS
-    prev_id = 0
+    prev_seq = 0
+    last_entry = 0
     checked = 0
-    async for entry in _entries(session):
+    async for seal, entry in _seals(session, batch):
         checked += 1
-        if entry.id > prev_id + 1:
+        eid = seal.entry_id
+        if seal.seq > prev_seq + 1:
             return VerifyResult(
                 False,
                 checked,
-                entry.id,
-                f"entry {prev_id + 1} is missing: entry {entry.id} follows {prev_id}",
+                eid,
+                f"seal {prev_seq + 1} is missing: seal {seal.seq} (entry {eid}) follows {prev_seq}",
             )
-        if entry.id != prev_id + 1:
+        if seal.seq != prev_seq + 1:
             return VerifyResult(
                 False,
                 checked,
-                entry.id,
-                f"entry {entry.id} is out of sequence (expected {prev_id + 1}): inserted outside Telecare",
+                eid,
+                f"entry {eid} is out of sequence (seal {seal.seq}, expected {prev_seq + 1}): "
+                "sealed outside Telecare",
             )
-        if not constant_time_equal(entry.prev_mac, prev_mac):
-            return VerifyResult(
-                False, checked, entry.id, f"entry {entry.id} does not link to entry {prev_id}"
-            )
+        if entry is None:
+            return VerifyResult(False, checked, eid, f"entry {eid} is missing (sealed as {seal.seq})")
         if not constant_time_equal(entry.mac, compute_mac(key, entry)):
-            return VerifyResult(False, checked, entry.id, f"entry {entry.id} was altered (MAC mismatch)")
-        if anchor is not None and entry.id == anchor[0] and not constant_time_equal(entry.mac, anchor[1]):
+            return VerifyResult(False, checked, eid, f"entry {eid} was altered (MAC mismatch)")
+        if not constant_time_equal(seal.prev_mac, prev_mac):
             return VerifyResult(
-                False, checked, entry.id, f"entry {entry.id} differs from the anchor: the chain was rewritten"
+                False, checked, eid, f"entry {eid} does not link to the entry before it (seal {seal.seq})"
             )
-        prev_mac, prev_id = entry.mac, entry.id
-    if anchor is not None and anchor[0] > prev_id:
+        if not constant_time_equal(seal.mac, seal_mac(key, seal, entry.mac)):
+            return VerifyResult(False, checked, eid, f"the seal of entry {eid} was altered (seal {seal.seq})")
+        if anchor is not None and seal.seq == anchor[0] and not constant_time_equal(seal.mac, anchor[1]):
+            return VerifyResult(
+                False, checked, eid, f"seal {seal.seq} differs from the anchor: the chain was rewritten"
+            )
+        prev_mac, prev_seq, last_entry = seal.mac, seal.seq, eid
+    if anchor is not None and anchor[0] > prev_seq:
         return VerifyResult(
             False,
             checked,
             anchor[0],
-            f"anchored entry {anchor[0]} is gone: the chain ends at entry {prev_id}",
+            f"anchored seal {anchor[0]} is gone: the chain ends at seal {prev_seq}",
         )
     head = (await session.execute(select(AuditChainHead).where(AuditChainHead.id == 1))).scalar_one_or_none()
-    head_id, head_mac = (head.last_entry_id, head.last_mac) if head else (0, GENESIS)
-    if head_id != prev_id or not constant_time_equal(head_mac, prev_mac):
+    head_seq, head_mac = (head.last_seq, head.last_mac) if head else (0, GENESIS)
+    if head_seq != prev_seq or not constant_time_equal(head_mac, prev_mac):
         return VerifyResult(
             False,
             checked,
-            head_id if head_id > prev_id else prev_id,
-            f"chain head names entry {head_id} but the chain ends at entry {prev_id}: "
-            "entries were deleted or appended outside Telecare",
+            last_entry,
+            f"chain head names seal {head_seq} but the chain ends at seal {prev_seq} (entry {last_entry}): "
+            "entries were deleted or sealed outside Telecare",
         )
-    return VerifyResult(True, checked, head=(prev_id, prev_mac))
+    cutoff = (now or utc_now()) - timedelta(seconds=seal_window)
+    unsealed = 0
+    async for entry in _unsealed(session, batch):
+        checked += 1
+        unsealed += 1
+        if not constant_time_equal(entry.mac, compute_mac(key, entry)):
+            return VerifyResult(
+                False, checked, entry.id, f"entry {entry.id} was altered (MAC mismatch, unsealed)"
+            )
+        if entry.at < cutoff:
+            return VerifyResult(
+                False,
+                checked,
+                entry.id,
+                f"entry {entry.id} is not sealed {seal_window:g} s after it was written "
+                f"(at {entry.at.isoformat()}): "
+                "the sealer is not running, or its seal was removed",
+            )
+    return VerifyResult(True, checked, head=(prev_seq, prev_mac), unsealed=unsealed)

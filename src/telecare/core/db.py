@@ -1,8 +1,9 @@
 """Engine, sessions and the unit of work. The only place that begins and commits transactions.
 
 SQLite: WAL journal, foreign keys on, synchronous=FULL so an acknowledged commit survives a process crash
-and power loss (docs/security.md#database-durability), and BEGIN IMMEDIATE so the audit hash chain never forks
-under concurrent writers. PostgreSQL: defaults (fsync on, synchronous_commit on).
+and power loss (docs/security.md#database-durability), and BEGIN IMMEDIATE so there is one writer at a time
+(audit entry ids are MAX(id) + 1, and the audit sealer's chain never forks). PostgreSQL: defaults (fsync on,
+synchronous_commit on).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class UnitOfWork(AsyncSession):
 
     db: Database
     _after_commit: list[AfterCommit]
+    _after_commit_keys: set[str]
     _after_rollback: list[AfterRollback]
 
     @property
@@ -99,6 +101,14 @@ class UnitOfWork(AsyncSession):
 
     def after_commit(self, callback: AfterCommit) -> None:
         """Run `callback` once this unit of work has committed (never after a rollback)."""
+        self._after_commit.append(callback)
+
+    def after_commit_once(self, key: str, callback: AfterCommit) -> None:
+        """`after_commit`, unless a callback under the same `key` is already queued (one sealer nudge per
+        unit of work however many audit entries it writes)."""
+        if key in self._after_commit_keys:
+            return
+        self._after_commit_keys.add(key)
         self._after_commit.append(callback)
 
     def after_rollback(self, job: AfterRollback) -> None:
@@ -146,6 +156,9 @@ class Database:
         self.events: EventBus | None = None
         # Group commit of device uploads is for long-running servers; a CLI command stores directly.
         self.group_commit = False
+        # A long-running server seals audit entries in a background task; elsewhere (a CLI command, a test's
+        # database) each unit of work that wrote entries seals them right after it commits.
+        self.seal_in_background = False
         self._components: dict[type[Any], Any] = {}
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
@@ -180,6 +193,7 @@ class Database:
             async with self.sessionmaker() as uow:
                 uow.db = self
                 uow._after_commit = []
+                uow._after_commit_keys = set()
                 uow._after_rollback = pending
                 try:
                     yield uow
