@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit.models import (
@@ -95,10 +95,15 @@ async def _entry_ids(session: AsyncSession, n: int) -> list[int]:
             text("SELECT nextval('audit_entries_id_seq') FROM generate_series(1, :n)"), {"n": n}
         )
         return sorted(int(v) for v in rows.scalars())
-    top = 0
-    for column in (AuditEntry.id, AuditSeal.entry_id, AuditPending.entry_id):
-        top = max(top, (await session.execute(select(func.max(column)))).scalar_one_or_none() or 0)
+    top = (await session.execute(_SQLITE_TOP)).scalar_one() or 0
     return list(range(max(top, 0) + 1, max(top, 0) + 1 + n))
+
+
+_SQLITE_TOP = text(
+    "SELECT MAX(COALESCE((SELECT MAX(id) FROM audit_entries), 0),"
+    " COALESCE((SELECT MAX(entry_id) FROM audit_seals), 0),"
+    " COALESCE((SELECT MAX(entry_id) FROM audit_pending), 0))"
+)
 
 
 def _nudge_sealer(session: AsyncSession) -> None:
