@@ -157,7 +157,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(argv: list[str], env: dict[str, str], workdir: Path, name: str, port: int) -> Iterator[str]:
+def serving(
+    argv: list[str], env: dict[str, str], workdir: Path, name: str, port: int
+) -> Iterator[tuple[str, int]]:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -173,7 +175,7 @@ def serving(argv: list[str], env: dict[str, str], workdir: Path, name: str, port
                     if httpx.get(f"{base}/healthz", timeout=1).status_code in (200, 404):
                         break
                 time.sleep(0.1)
-            yield base
+            yield base, process.pid
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -181,6 +183,22 @@ def serving(argv: list[str], env: dict[str, str], workdir: Path, name: str, port
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextlib.contextmanager
+def profiling(output: Path | None, pid: int, seconds: float) -> Iterator[None]:
+    """py-spy (pip install py-spy) sampling the server and its workers while the block runs."""
+    if output is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [spy, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--output", str(output)]
+    argv += ["--duration", str(int(seconds) + 1), "--rate", "200", "--nonblocking"]
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=seconds + 30)
 
 
 async def bench_logins(
@@ -284,6 +302,11 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=200, help="sequential reads to time per endpoint")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk", help="the wrk binary")
     parser.add_argument("--verbose", action="store_true", help="print wrk's own output")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record Telecare's server with py-spy during its wrk load (collapsed stacks to this file)",
+    )
     args = parser.parse_args()
     if not Path(args.wrk).exists():
         parser.error("wrk not found (Debian: apt-get install wrk)")
@@ -360,11 +383,11 @@ def main() -> None:
             *("--workers", str(workers)),
         ]
         # The order puts Telecare between its two ceilings, so drift over the run shows.
-        with serving(bare_argv, bare_env, workdir, "bare-read", bare_port) as base:
+        with serving(bare_argv, bare_env, workdir, "bare-read", bare_port) as (base, _):
             seq = sequential_reads(f"{base}/read/{patient_id}", token, patient_id, args.reads)
             print(summary("bare read (sequential)", seq), flush=True)
             results["bare read (token + row)"] = wrk(f"{base}/read/{patient_id}", token, args)
-        with serving(telecare_argv, env, workdir, "telecare", port) as base:
+        with serving(telecare_argv, env, workdir, "telecare", port) as (base, pid):
             if users:
                 password_step, totp_step, total = asyncio.run(bench_logins(base, users))
                 print(summary("login: password step (argon2id)", password_step))
@@ -372,8 +395,9 @@ def main() -> None:
                 print(summary("login: password + TOTP (total)", total))
             seq = sequential_reads(f"{base}{path}", token, patient_id, args.reads)
             print(summary(f"telecare GET {path} (sequential)", seq), flush=True)
-            results[f"telecare GET {path}"] = wrk(f"{base}{path}", token, args)
-        with serving(bare_argv, bare_env, workdir, "bare-audited", bare_port) as base:
+            with profiling(args.profile, pid, args.duration):
+                results[f"telecare GET {path}"] = wrk(f"{base}{path}", token, args)
+        with serving(bare_argv, bare_env, workdir, "bare-audited", bare_port) as (base, _):
             seq = sequential_reads(f"{base}/audited/{patient_id}", token, patient_id, args.reads)
             print(summary("bare read + audit insert (seq.)", seq), flush=True)
             results["bare read + naive audit insert"] = wrk(f"{base}/audited/{patient_id}", token, args)

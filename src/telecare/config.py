@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     rpm_max_body_bytes: int = 8 * 1024 * 1024  # a 10,000-reading batch is about 2 MB of JSON
     rpm_device_requests_per_minute: int = 1200  # per device key and worker (token bucket)
     rpm_background_interval_seconds: float = 30.0  # escalation / missing-data sweep; 0 disables the loop
+    visits_background_interval_seconds: float = 60.0  # reminders / no-show marking; 0 disables the loop
     rpm_missing_data_days: int = 3  # default of the missing-data rule (per-patient override possible)
 
     # Audit sealing (audit/sealer.py, docs/audit.md): `telecare audit verify` fails on an entry left unsealed

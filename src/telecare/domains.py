@@ -60,6 +60,7 @@ DOMAINS: tuple[Domain, ...] = (
         models=("telecare.scheduling.models",),
         routers=("telecare.scheduling.api:router",),
         care_relationships=("telecare.scheduling.repository:visit_patients",),
+        tasks=("telecare.scheduling.tasks:background_loop",),
     ),
     Domain(
         "visits",

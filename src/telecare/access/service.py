@@ -90,6 +90,17 @@ def patient_scope(principal: Principal, resource: Resource, action: Action) -> S
     return select(Patient.id).where(in_org, Patient.id.in_(union(*sources).scalar_subquery()))
 
 
+def _regular_reach(principal: Principal) -> Any:
+    """Patient.id is reached through the care team or a care relationship (not break-the-glass)."""
+    return Patient.id.in_(
+        union(_care_team_ids(principal), *(fn(principal) for fn in _care_relationships)).scalar_subquery()
+    )
+
+
+def _glass_reach(principal: Principal) -> Any:
+    return Patient.id.in_(_break_glass_ids(principal).scalar_subquery())
+
+
 async def via_break_glass(session: AsyncSession, principal: Principal, patient_id: int) -> bool:
     """True when the only reason `principal` reaches the patient is a live break-the-glass grant."""
     stmt = select(literal(1)).where(
@@ -195,11 +206,14 @@ async def open_patient(
             resource_id=resource_id,
         )
         raise
-    patient = (
-        await session.execute(
-            select(Patient).where(Patient.id == patient_id, Patient.id.in_(scope.scalar_subquery()))
-        )
-    ).scalar_one_or_none()
+    stmt = select(Patient).where(Patient.id == patient_id, Patient.id.in_(scope.scalar_subquery()))
+    emergency = audit_access and principal.role.is_clinician
+    if emergency:  # whether the only reason it reaches the patient is a break-the-glass grant, same query
+        stmt = stmt.add_columns(_regular_reach(principal), _glass_reach(principal))
+    row = (await session.execute(stmt)).first()
+    patient = None if row is None else row[0]
+    flags: tuple[Any, ...] = tuple(row)[1:] if row is not None else ()
+    via_glass = emergency and len(flags) == 2 and not flags[0] and bool(flags[1])
     if patient is None:
         record_denial(
             session,
@@ -218,6 +232,7 @@ async def open_patient(
             action=action,
             patient_id=patient_id,
             resource_id=resource_id if resource_id is not None else patient_id,
+            purpose=Purpose.EMERGENCY if via_glass else principal.purpose,
         )
     return patient
 

@@ -194,8 +194,10 @@ class AuditGuard:
             table = match.group(1) if match else None
         if table is None:
             return None
-        if table == AUDIT_TABLE:
-            self._state(state.session).entries += 1
+        if table == AUDIT_TABLE:  # a bulk insert of entries (audit/service.py store_entries)
+            audit_state = self._state(state.session)
+            audit_state.entries += 1
+            audit_state.audited.update(_patient_ids(statement, state.parameters, "patient_id"))
             return None
         if table not in self.tables and table not in LINKED_PATIENT_TABLES:
             return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit.models import (
@@ -132,13 +132,11 @@ async def record(
     org_id: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one entry in the caller's transaction (the key defaults to the unit of work's)."""
-    if key is None:
-        key = as_uow(session).audit_key
-    # The id is assigned before the insert so that the MAC can cover it (the table rejects UPDATE).
-    (entry_id,) = await _entry_ids(session, 1)
+    """Append one entry in the caller's transaction (the key defaults to the unit of work's). In a
+    read-only unit of work the entry is written by the audit trail's group commit once the reads are done,
+    before the unit of work returns (audit/writer.py): the answer never leaves without it."""
     entry = AuditEntry(
-        id=entry_id,
+        id=None,
         org_id=org_id if org_id is not None else actor.org_id,
         at=utc_now(),
         actor_user_id=actor.user_id,
@@ -155,12 +153,50 @@ async def record(
         prev_mac=UNCHAINED,
         mac="",
     )
+    if _defer(session, [entry]):
+        return entry
+    if key is None:
+        key = as_uow(session).audit_key
+    # The id is assigned before the insert so that the MAC can cover it (the table rejects UPDATE).
+    (entry.id,) = await _entry_ids(session, 1)
     entry.mac = compute_mac(key, entry)
     session.add(entry)
     session.add(AuditPending(entry_id=entry.id))
     await session.flush()
     _nudge_sealer(session)
     return entry
+
+
+def _defer(session: AsyncSession, entries: list[AuditEntry]) -> bool:
+    """Queue `entries` for the group commit if `session` is a read-only unit of work."""
+    if not (isinstance(session, UnitOfWork) and session.read_only):
+        return False
+    uow = session
+    uow.audit_drafts.extend(entries)
+
+    async def write(done: UnitOfWork) -> None:
+        from telecare.audit.writer import writer_for
+
+        drafts, done.audit_drafts = done.audit_drafts, []
+        await writer_for(done.db).write(drafts)
+
+    uow.after_commit_required("audit.write", write)
+    return True
+
+
+async def store_entries(session: AsyncSession, entries: list[AuditEntry], *, key: bytes) -> None:
+    """Give `entries` (built without id or MAC) their ids and MACs and add them, queued for sealing, in the
+    caller's transaction (the group commit's)."""
+    ids = await _entry_ids(session, len(entries))
+    for entry, entry_id in zip(entries, ids, strict=True):
+        entry.id = entry_id
+        entry.mac = compute_mac(key, entry)
+    # Bulk INSERTs (executemany), not a unit-of-work flush: the entries stay plain objects, so a group
+    # whose transaction fails can be written again.
+    columns = [c.key for c in AuditEntry.__table__.columns]
+    await session.execute(insert(AuditEntry), [{c: getattr(e, c) for c in columns} for e in entries])
+    await session.execute(insert(AuditPending), [{"entry_id": entry_id} for entry_id in ids])
+    _nudge_sealer(session)
 
 
 @dataclass(frozen=True)
@@ -187,12 +223,11 @@ async def record_many(
     """Append several entries in one flush (bulk ingestion audits each patient)."""
     if not specs:
         return
-    ids = await _entry_ids(session, len(specs))
     now = utc_now()
     entries: list[Any] = []
-    for entry_id, spec in zip(ids, specs, strict=True):
+    for spec in specs:
         entry = AuditEntry(
-            id=entry_id,
+            id=None,
             org_id=spec.org_id if spec.org_id is not None else actor.org_id,
             at=now,
             actor_user_id=actor.user_id,
@@ -209,12 +244,9 @@ async def record_many(
             prev_mac=UNCHAINED,
             mac="",
         )
-        entry.mac = compute_mac(key, entry)
         entries.append(entry)
-    session.add_all(entries)
-    session.add_all([AuditPending(entry_id=entry_id) for entry_id in ids])
-    await session.flush()
-    _nudge_sealer(session)
+    if not _defer(session, entries):
+        await store_entries(session, entries, key=key)
 
 
 @dataclass(frozen=True)

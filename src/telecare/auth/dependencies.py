@@ -41,10 +41,15 @@ def client_addr(request: HTTPConnection) -> str | None:
     return peer
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def _db_session(request: Request) -> AsyncIterator[UnitOfWork]:
-    """One unit of work per request; denied-access audit entries queued in it persist after a rollback."""
+    """One unit of work per request; denied-access audit entries queued in it persist after a rollback.
+    A GET or HEAD is read-only: it writes nothing but its audit entries (group-committed, durable before
+    the answer leaves; core/db.py)."""
     db: Database = request.app.state.db
-    async with db.unit_of_work() as uow:
+    async with db.unit_of_work(read_only=request.method in READ_METHODS) as uow:
         yield uow
 
 

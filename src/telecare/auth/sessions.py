@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyotp
 from sqlalchemy import delete, select, update
@@ -239,6 +239,24 @@ async def create_web_session(
     return NewSession(token, csrf, record)
 
 
+def _with_profile(stmt: Any) -> Any:
+    """`stmt` (which selects `User`) also selecting the user's patient and practitioner ids: one query
+    instead of three on every authenticated request."""
+    return (
+        stmt.add_columns(Patient.id, Practitioner.id)
+        .outerjoin(Patient, Patient.user_id == User.id)
+        .outerjoin(Practitioner, Practitioner.user_id == User.id)
+    )
+
+
+def _own_profile(
+    user: User, patient_id: int | None, practitioner_id: int | None
+) -> tuple[int | None, int | None]:
+    if Role(user.role) is Role.PATIENT:
+        return patient_id, None
+    return None, practitioner_id
+
+
 async def _profile_ids(session: AsyncSession, user: User) -> tuple[int | None, int | None]:
     patient_id = practitioner_id = None
     if Role(user.role) is Role.PATIENT:
@@ -260,10 +278,15 @@ async def principal_for_user(
     session_id: int | None = None,
     mfa_verified: bool = False,
     csrf_token: str | None = None,
+    profile: tuple[int | None, int | None] | None = None,
 ) -> Principal:
+    """`profile`: (patient id, practitioner id) when the caller's query already joined them."""
     from telecare.auth.principal import Principal
 
-    patient_id, practitioner_id = await _profile_ids(session, user)
+    if profile is None:
+        patient_id, practitioner_id = await _profile_ids(session, user)
+    else:
+        patient_id, practitioner_id = _own_profile(user, *profile)
     return Principal(
         user_id=user.id,
         org_id=user.org_id,
@@ -281,6 +304,17 @@ async def principal_for_user(
     )
 
 
+def _write_aside(session: AsyncSession, statement: Any) -> None:
+    """Run `statement` in its own short transaction once the request's unit of work has ended, whether it
+    committed or not: a GET's unit of work is read-only, and an idle session's revocation must persist even
+    though the request it refuses fails."""
+
+    async def job(uow: AsyncSession) -> None:
+        await uow.execute(statement)
+
+    as_uow(session).after_rollback(job)
+
+
 # A plain read writes nothing but its audit entry: "last seen" (idle timeout) and "last used" (token
 # listing) are refreshed at most this often per credential, so the idle timeout runs from the last refresh
 # and may end up to this much earlier than the last request (a minute of a 15- or 30-minute limit).
@@ -293,22 +327,31 @@ async def principal_from_session(
     """Resolve a session cookie; expired (idle or absolute) or revoked sessions resolve to None. `touch`
     counts this as activity for the idle timeout (a request does; a socket's re-check need not)."""
     settings = _settings(session)
-    record = (
-        await session.execute(select(WebSession).where(WebSession.token_hash == token_digest(token)))
-    ).scalar_one_or_none()
-    if record is None or record.revoked_at is not None:
+    row = (
+        await session.execute(
+            _with_profile(
+                select(WebSession, User)
+                .join(User, User.id == WebSession.user_id)
+                .where(WebSession.token_hash == token_digest(token))
+            )
+        )
+    ).first()
+    if row is None:
         return None
-    user = await session.get(User, record.user_id)
-    if user is None or not user.is_active:
+    record, user, patient_id, practitioner_id = row
+    if record.revoked_at is not None or not user.is_active:
         return None
     now = utc_now()
     if now >= record.expires_at or now - record.last_seen_at >= idle_limit(settings, Role(user.role)):
-        record.revoked_at = now
-        await session.flush()
+        _write_aside(
+            session,
+            update(WebSession)
+            .where(WebSession.id == record.id, WebSession.revoked_at.is_(None))
+            .values(revoked_at=now),
+        )
         return None
     if touch and now - record.last_seen_at >= TOUCH_INTERVAL:
-        record.last_seen_at = now
-        await session.flush()
+        _write_aside(session, update(WebSession).where(WebSession.id == record.id).values(last_seen_at=now))
     return await principal_for_user(
         session,
         user,
@@ -317,6 +360,7 @@ async def principal_from_session(
         session_id=record.id,
         mfa_verified=record.mfa_verified,
         csrf_token=record.csrf_token,
+        profile=(patient_id, practitioner_id),
     )
 
 
@@ -362,20 +406,27 @@ async def principal_from_token(
     # non-ASCII digit ("²") made int() raise: both were a 500 to anyone holding no credentials.
     if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 10 or not secret:
         return None
-    record = await session.get(ApiToken, int(token_id))
+    row = (
+        await session.execute(
+            _with_profile(
+                select(ApiToken, User)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.id == int(token_id))
+            )
+        )
+    ).first()
     from telecare.core.crypto import constant_time_equal
 
-    if record is None or not constant_time_equal(record.token_hash, token_digest(secret)):
+    if row is None or not constant_time_equal(row[0].token_hash, token_digest(secret)):
         return None
+    record, user, patient_id, practitioner_id = row
     now = utc_now()
     if record.revoked_at is not None or (record.expires_at is not None and now >= record.expires_at):
         return None
-    user = await session.get(User, record.user_id)
-    if user is None or not user.is_active:
+    if not user.is_active:
         return None
     if record.last_used_at is None or now - record.last_used_at >= TOUCH_INTERVAL:
-        record.last_used_at = now
-        await session.flush()
+        _write_aside(session, update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=now))
     # Token holders authenticated with a secret issued to an MFA-verified staff member or by an admin.
     return await principal_for_user(
         session,
@@ -384,6 +435,7 @@ async def principal_from_token(
         client_addr=client_addr,
         scopes=frozenset(record.scopes),
         mfa_verified=True,
+        profile=(patient_id, practitioner_id),
     )
 
 

@@ -1,15 +1,26 @@
 """Engine, sessions and the unit of work. The only place that begins and commits transactions.
 
-SQLite: WAL journal, foreign keys on, synchronous=FULL so an acknowledged commit survives a process crash
-and power loss (docs/security.md#database-durability), and BEGIN IMMEDIATE so there is one writer at a time
-(audit entry ids are MAX(id) + 1, and the audit sealer's chain never forks). PostgreSQL: defaults (fsync on,
-synchronous_commit on).
+A unit of work is a *writer* (the default) or *read-only* (`unit_of_work(read_only=True)`: a GET request, a
+socket's re-check). A read-only one may write nothing but audit entries, which it hands to the audit
+trail's group commit once its reads are done (`after_commit_required`); any other write statement raises
+`ReadOnlyViolation` before it reaches the database, on both databases.
+
+SQLite (docs/performance.md#sqlite): WAL journal, foreign keys on, synchronous=FULL so an acknowledged
+commit survives a process crash and power loss (docs/security.md#database-durability). Read-only units of
+work run plain (deferred) transactions on their own pooled connections, concurrently with the writer.
+Writers are handed the database one at a time, first come first served, by an in-process FIFO lock taken
+before their BEGIN IMMEDIATE: SQLite's own busy handler (sleep and retry) is unfair and made the
+multi-second tail; it now only arbitrates between processes (a CLI command beside the server). One writer at
+a time is also what audit entry ids (MAX(id) + 1) and the sealer's chain rely on. PostgreSQL: defaults
+(fsync on, synchronous_commit on).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_only
 
 from telecare.config import Settings
 
@@ -63,6 +75,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+RequiredAfterCommit = Callable[["UnitOfWork"], Awaitable[None]]
 AfterRollback = Callable[["UnitOfWork"], Awaitable[None]]
 C = TypeVar("C")
 
@@ -77,8 +90,13 @@ class UnitOfWork(AsyncSession):
     one so every query keeps SQLAlchemy's typing; nothing else is looked up through `session.info`."""
 
     db: Database
+    read_only: bool
+    # Audit entries of a read-only unit of work, written by the audit trail's group commit after its reads
+    # (audit/service.py; typed loosely because core imports no domain).
+    audit_drafts: list[Any]
     _after_commit: list[AfterCommit]
     _after_commit_keys: set[str]
+    _required: dict[str, RequiredAfterCommit]
     _after_rollback: list[AfterRollback]
 
     @property
@@ -110,6 +128,12 @@ class UnitOfWork(AsyncSession):
             return
         self._after_commit_keys.add(key)
         self._after_commit.append(callback)
+
+    def after_commit_required(self, key: str, callback: RequiredAfterCommit) -> None:
+        """Run `callback` (once per `key`) after this unit of work commits and before it returns to its
+        caller; unlike `after_commit`, a failure propagates: the request fails rather than answer without
+        it (a read-only unit of work's audit entries)."""
+        self._required.setdefault(key, callback)
 
     def after_rollback(self, job: AfterRollback) -> None:
         """Run `job` in a fresh unit of work once this one has ended, committed or not (denied-access audit
@@ -169,11 +193,41 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._writer_task: asyncio.Task[Any] | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, begin=False)
+            _manage_transactions(self)
+        _guard_read_only(self.engine)
+        # The same pool; connections checked out through it carry the read-only option.
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
         self.sessionmaker = async_sessionmaker(
             self.engine, class_=UnitOfWork, expire_on_commit=False, autoflush=False
         )
+
+    # ---- SQLite's one writer, handed out in arrival order ----------------------------------------------
+
+    async def acquire_writer(self) -> None:
+        """Wait for the in-process SQLite writer lock (FIFO); a unit of work that already holds it in the
+        same task would wait for itself, so that is refused at once instead of hanging."""
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer[0] is not loop:
+            self._writer = (loop, asyncio.Lock())
+        task = asyncio.current_task()
+        if task is not None and task is self._writer_task:
+            raise RuntimeError("a writing unit of work opened inside another one in the same task")
+        try:
+            await asyncio.wait_for(self._writer[1].acquire(), self.writer_timeout)
+        except TimeoutError:
+            raise TimeoutError("the database writer stayed busy; try again") from None
+        self._writer_task = task
+
+    def release_writer(self) -> None:
+        self._writer_task = None
+        if self._writer is not None and self._writer[1].locked():
+            self._writer[1].release()
+
+    writer_timeout = 30.0
 
     def component(self, key: type[C], factory: Callable[[], C]) -> C:
         found = self._components.get(key)
@@ -185,15 +239,20 @@ class Database:
         return list(self._components.values())
 
     @contextlib.asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """One transaction: commit on success, roll back on error, then run after-commit callbacks; in
-        either case then run the queued independent writes, each batch in a fresh unit of work."""
+    async def unit_of_work(self, *, read_only: bool = False) -> AsyncIterator[UnitOfWork]:
+        """One transaction: commit on success, roll back on error, then run the required after-commit
+        callbacks (their failure is the unit of work's) and the after-commit callbacks; in either case then
+        run the queued independent writes, each batch in a fresh unit of work."""
         pending: list[AfterRollback] = []
         try:
-            async with self.sessionmaker() as uow:
+            bind = self._read_engine if read_only else self.engine
+            async with self.sessionmaker(bind=bind) as uow:
                 uow.db = self
+                uow.read_only = read_only
+                uow.audit_drafts = []
                 uow._after_commit = []
                 uow._after_commit_keys = set()
+                uow._required = {}
                 uow._after_rollback = pending
                 try:
                     yield uow
@@ -201,6 +260,9 @@ class Database:
                 except BaseException:
                     await uow.rollback()
                     raise
+                required, uow._required = uow._required, {}
+                for job in required.values():
+                    await job(uow)
                 callbacks, uow._after_commit = uow._after_commit, []
                 for callback in callbacks:
                     try:
@@ -235,7 +297,53 @@ class Database:
         await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+class ReadOnlyViolation(RuntimeError):
+    """A read-only unit of work tried to write (a programming error: open a writer for the action)."""
+
+
+_WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_READ_ONLY = "tc_read_only"
+
+
+def _manage_transactions(db: Database) -> None:
+    """SQLite: every unit of work's transaction begins here. A read-only one (its engine carries the
+    `tc_read_only` option) runs a plain, deferred BEGIN; a writer first waits for the in-process writer lock
+    (awaited from inside SQLAlchemy's greenlet), then takes SQLite's own with BEGIN IMMEDIATE. The lock goes
+    back when the connection returns to the pool, i.e. when the transaction has ended."""
+    engine = db.engine.sync_engine
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if not conn.info.get(_WRITER):
+            await_only(db.acquire_writer())
+            conn.info[_WRITER] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            conn.info.pop(_WRITER, None)
+            db.release_writer()
+            raise
+
+    @event.listens_for(engine.pool, "checkin")
+    def _release(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None and record.info.pop(_WRITER, False):
+            db.release_writer()
+
+
+_WRITER = "tc_writer"
+
+
+def _guard_read_only(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _refuse_writes(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if _WRITE.match(statement) and conn.get_execution_options().get(_READ_ONLY):
+            raise ReadOnlyViolation(f"a read-only unit of work tried to write: {statement[:80]}")
+
+
+def _configure_sqlite(engine: AsyncEngine, *, begin: bool = True) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so we can emit BEGIN IMMEDIATE ourselves.
@@ -246,6 +354,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    if not begin:
+        return
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

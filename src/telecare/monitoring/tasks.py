@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction, Purpose
+from telecare.core import jobs
 from telecare.core.db import Database, as_uow
 from telecare.core.time import utc_now
 from telecare.identity.models import CareTeamMember, Practitioner, Role, User
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 class TaskReport:
     escalated: int = 0
     missing_opened: int = 0
+    skipped: bool = False  # another worker held the sweep
 
 
 async def patient_physician(session: AsyncSession, patient_id: int) -> User | None:
@@ -159,9 +161,13 @@ async def open_missing_data(session: AsyncSession) -> int:
 
 
 async def run_due(db: Database) -> TaskReport:
-    """One sweep in one unit of work."""
+    """One sweep in one unit of work; skipped (an empty report) while another worker runs it
+    (core/jobs.py)."""
     async with db.unit_of_work() as session:
         report = TaskReport()
+        if not await jobs.claim(session, "monitoring.sweep"):
+            report.skipped = True
+            return report
         report.escalated = await escalate_overdue(session)
         report.missing_opened = await open_missing_data(session)
         return report

@@ -1,10 +1,14 @@
 """Clock-driven jobs: appointment reminders and no-show marking. `run_due(db)` runs both, each in its own
-unit of work; `telecare visits-tick` calls it (cron every minute, or `--loop`)."""
+unit of work and claimed so that one worker runs each round (core/jobs.py). The app runs it every
+`visits_background_interval_seconds`; `telecare visits-tick` runs it from cron or a loop of its own."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telecare.access.service import audit_key
 from telecare.audit import service as audit
 from telecare.audit.models import AuditAction
+from telecare.core import jobs
 from telecare.core.db import Database
 from telecare.core.time import utc_now
 from telecare.identity.models import Patient
@@ -21,6 +26,7 @@ from telecare.scheduling.availability import get_policy
 from telecare.scheduling.models import Appointment, AppointmentReminder, AppointmentStatus
 from telecare.scheduling.service import org_timezone, publish_visit_change
 
+log = logging.getLogger(__name__)
 MAX_OFFSET = timedelta(days=14)  # PolicyUpdate caps reminder offsets at 14 days
 
 
@@ -28,6 +34,7 @@ MAX_OFFSET = timedelta(days=14)  # PolicyUpdate caps reminder offsets at 14 days
 class TickReport:
     reminders_sent: int = 0
     noshows: int = 0
+    skipped: bool = False  # another worker held a job of this tick
 
 
 async def send_due_reminders(session: AsyncSession, *, now: datetime | None = None) -> int:
@@ -153,7 +160,28 @@ async def mark_noshows(session: AsyncSession, *, now: datetime | None = None) ->
 async def run_due(db: Database, *, now: datetime | None = None) -> TickReport:
     report = TickReport()
     async with db.unit_of_work() as session:
-        report.noshows = await mark_noshows(session, now=now)
+        if await jobs.claim(session, "visits.noshows"):
+            report.noshows = await mark_noshows(session, now=now)
+        else:
+            report.skipped = True
     async with db.unit_of_work() as session:
-        report.reminders_sent = await send_due_reminders(session, now=now)
+        if await jobs.claim(session, "visits.reminders"):
+            report.reminders_sent = await send_due_reminders(session, now=now)
+        else:
+            report.skipped = True
     return report
+
+
+async def background_loop(app: Any) -> None:
+    """Started by the app lifespan: one tick every `visits_background_interval_seconds` (0 disables)."""
+    interval = app.state.settings.visits_background_interval_seconds
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_due(app.state.db)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("visits tick failed")
