@@ -31,8 +31,9 @@ from telecare.audit.models import (
 from telecare.audit.sealer import GENESIS as GENESIS
 from telecare.audit.sealer import seal_batch as seal_batch
 from telecare.audit.sealer import seal_mac, sealer_for
+from telecare.audit.writer import AuditWriter
 from telecare.core.crypto import constant_time_equal, hmac_sha256
-from telecare.core.db import UnitOfWork, as_uow
+from telecare.core.db import Database, UnitOfWork, as_uow
 from telecare.core.time import utc_now
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,6 @@ def _defer(session: AsyncSession, entries: list[AuditEntry]) -> bool:
     uow.audit_drafts.extend(entries)
 
     async def write(done: UnitOfWork) -> None:
-        from telecare.audit.writer import writer_for
-
         drafts, done.audit_drafts = done.audit_drafts, []
         await writer_for(done.db).write(drafts)
 
@@ -209,6 +208,11 @@ class EntrySpec:
     patient_id: int | None = None
     org_id: int | None = None
     detail: dict[str, Any] | None = None
+
+
+def writer_for(db: Database) -> AuditWriter:
+    """The database's audit group commit (one per Database, like the ingest coalescer)."""
+    return db.component(AuditWriter, lambda: AuditWriter(db, store_entries))
 
 
 async def record_many(

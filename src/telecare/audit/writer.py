@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from telecare.audit.models import AuditEntry
@@ -30,8 +31,10 @@ class _Job:
 
 
 class AuditWriter:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, store: Callable[..., Awaitable[None]]) -> None:
+        # store: audit/service.py store_entries (ids, MACs and the bulk insert, in the group's transaction)
         self.db = db
+        self.store = store
         self.queue: list[_Job] = []
         self.task: asyncio.Task[None] | None = None
         self.commits = 0  # group transactions committed (tests and benchmarks)
@@ -50,10 +53,8 @@ class AuditWriter:
         await asyncio.shield(job.future)
 
     async def _store(self, entries: list[AuditEntry]) -> None:
-        from telecare.audit.service import store_entries
-
         async with self.db.unit_of_work() as uow:
-            await store_entries(uow, entries, key=self.db.audit_key)
+            await self.store(uow, entries, key=self.db.audit_key)
         self.commits += 1
 
     async def _run(self) -> None:
@@ -103,7 +104,3 @@ def _fail(jobs: list[_Job], exc: BaseException) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(exc)
-
-
-def writer_for(db: Database) -> AuditWriter:
-    return db.component(AuditWriter, lambda: AuditWriter(db))

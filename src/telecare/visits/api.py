@@ -102,7 +102,7 @@ async def end_visit(appointment_id: PathId, session: DbSession, principal: Curre
 
 @router.get("/visits/{appointment_id}/note", response_model=NoteRead)
 async def read_note(appointment_id: PathId, session: DbSession, principal: CurrentPrincipal) -> NoteRead:
-    """The visit note (a draft is created for the visit's clinician on first open)."""
+    """The visit note; for its clinician, before the first save, an empty draft with a null id."""
     return NoteRead.model_validate(await notes.open_note(session, principal, appointment_id=appointment_id))
 
 

@@ -23,6 +23,7 @@ from telecare.billing.rules import (
     TimelinePoint,
     connected_minutes,
 )
+from telecare.core.db import as_uow
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.identity.models import Practitioner, User
@@ -80,8 +81,10 @@ async def _note_row(session: AsyncSession, appointment_id: int) -> VisitNote | N
 
 
 async def open_note(session: AsyncSession, principal: Principal, *, appointment_id: int) -> VisitNote:
-    """The visit's note, created as a draft the first time its clinician opens it. Readers on the care team
-    get the note if it exists; coordinators are refused by the policy (never clinical notes)."""
+    """The visit's note. Before its clinician first saves it there is none: reading then shows a new, empty
+    draft that is not stored (a read writes nothing but its audit entry, docs/performance.md#sqlite), and a
+    writer (the first save) stores it. Readers on the care team get the note if it exists; coordinators are
+    refused by the policy (never clinical notes)."""
     appt = await load_appointment(
         session, principal, appointment_id, resource=Resource.VISIT_NOTE, action=Action.READ
     )
@@ -98,6 +101,8 @@ async def open_note(session: AsyncSession, principal: Principal, *, appointment_
             status=NoteStatus.DRAFT,
             identity_verified=False,
         )
+        if as_uow(session).read_only:
+            return note
         session.add(note)
         await session.flush()
     if rules.is_patient(principal) and note.status != NoteStatus.SIGNED:

@@ -540,7 +540,7 @@ async def _note_page(
     facts = await notes.visit_facts(session, appt)
     events = await visits.timeline(session, principal, appointment_id=appointment_id)
     lines = await billing.lines_for_visit(session, principal, appointment_id=appointment_id)
-    addenda = await notes.addenda(session, note.id)
+    addenda = await notes.addenda(session, note.id) if note.id is not None else []
     patient = await identity.get_patient(session, principal, patient_id=appt.patient_id)
     tz = await scheduling.org_timezone(session, appt.org_id)
     status = ctx.pop("status_code", 200)

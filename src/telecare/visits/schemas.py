@@ -93,7 +93,7 @@ class NoteUpdate(BaseModel):
 
 class NoteRead(NoteUpdate):
     model_config = ConfigDict(from_attributes=True)
-    id: int
+    id: int | None  # null for a draft not saved yet (nothing stored until the clinician's first save)
     appointment_id: int
     status: NoteStatus
     signed_at: datetime | None
