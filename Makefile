@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --only sqlite --batches 10 --singles 1000 --patients 50
 	$(BIN)/python bench/signaling.py --levels 25,50,100 --hold 3 --stagger 3 --max-seconds 90
 	$(BIN)/python bench/reads.py
+	$(BIN)/python bench/sqlite_sync.py
 
 bench-postgres: $(STAMP)
 	$(BIN)/python bench/booking.py --postgres
