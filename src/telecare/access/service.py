@@ -8,10 +8,11 @@ Other domains extend the care relationship (a clinician with a visit) with `regi
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal, select, union
+from sqlalchemy import Select, and_, bindparam, func, literal, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from telecare.access.models import BreakGlassGrant
@@ -25,13 +26,30 @@ from telecare.core.errors import AppError, Forbidden, NotFound
 from telecare.core.time import utc_now
 from telecare.identity.models import CareTeamMember, Patient, Practitioner
 
-CareRelationship = Callable[[Principal], Select[int]]
+
+@dataclass(frozen=True)
+class ReachOf:
+    """Whose care relationships a query selects: one principal's ids, or bind parameters standing for them
+    in a statement prepared once and executed for every caller (`open_patient`)."""
+
+    user_id: Any
+    org_id: Any
+
+    @classmethod
+    def of(cls, principal: Principal) -> ReachOf:
+        return cls(principal.user_id, principal.org_id)
+
+
+CareRelationship = Callable[[ReachOf], Select[int]]
 _care_relationships: list[CareRelationship] = []
 
 
 def register_care_relationship(fn: CareRelationship) -> CareRelationship:
-    """Add a source of clinician-patient relationships (e.g. visits). `fn` returns a SELECT of patient ids."""
+    """Add a source of clinician-patient relationships (e.g. visits). `fn` returns a SELECT of the ids of
+    the patients `ReachOf.user_id` has that relationship with in organization `ReachOf.org_id`; it must use
+    only those two (they may be bind parameters)."""
     _care_relationships.append(fn)
+    _OPEN_STATEMENTS.clear()
     return fn
 
 
@@ -56,19 +74,19 @@ def reach_for(principal: Principal, resource: Resource, action: Action) -> Reach
     return reach
 
 
-def _care_team_ids(principal: Principal) -> Select[int]:
+def _care_team_ids(reach: ReachOf) -> Select[int]:
     return (
         select(CareTeamMember.patient_id)
         .join(Practitioner, Practitioner.id == CareTeamMember.practitioner_id)
-        .where(Practitioner.user_id == principal.user_id, CareTeamMember.org_id == principal.org_id)
+        .where(Practitioner.user_id == reach.user_id, CareTeamMember.org_id == reach.org_id)
     )
 
 
-def _break_glass_ids(principal: Principal) -> Select[int]:
+def _break_glass_ids(reach: ReachOf, now: Any = None) -> Select[int]:
     return select(BreakGlassGrant.patient_id).where(
-        BreakGlassGrant.user_id == principal.user_id,
-        BreakGlassGrant.org_id == principal.org_id,
-        BreakGlassGrant.expires_at > utc_now(),
+        BreakGlassGrant.user_id == reach.user_id,
+        BreakGlassGrant.org_id == reach.org_id,
+        BreakGlassGrant.expires_at > (utc_now() if now is None else now),
     )
 
 
@@ -82,31 +100,62 @@ def patient_scope(principal: Principal, resource: Resource, action: Action) -> S
         return select(Patient.id).where(in_org, Patient.id == own)
     if reach is Reach.ORG:
         return select(Patient.id).where(in_org)
+    return select(Patient.id).where(in_org, Patient.id.in_(_care_ids(ReachOf.of(principal))))
+
+
+def _care_ids(reach: ReachOf, now: Any = None) -> Any:
     sources = [
-        _care_team_ids(principal),
-        _break_glass_ids(principal),
-        *(fn(principal) for fn in _care_relationships),
+        _care_team_ids(reach),
+        _break_glass_ids(reach, now),
+        *(fn(reach) for fn in _care_relationships),
     ]
-    return select(Patient.id).where(in_org, Patient.id.in_(union(*sources).scalar_subquery()))
+    return union(*sources).scalar_subquery()
 
 
-def _regular_reach(principal: Principal) -> Any:
+def _regular_reach(reach: ReachOf) -> Any:
     """Patient.id is reached through the care team or a care relationship (not break-the-glass)."""
     return Patient.id.in_(
-        union(_care_team_ids(principal), *(fn(principal) for fn in _care_relationships)).scalar_subquery()
+        union(_care_team_ids(reach), *(fn(reach) for fn in _care_relationships)).scalar_subquery()
     )
 
 
-def _glass_reach(principal: Principal) -> Any:
-    return Patient.id.in_(_break_glass_ids(principal).scalar_subquery())
+def _glass_reach(reach: ReachOf, now: Any = None) -> Any:
+    return Patient.id.in_(_break_glass_ids(reach, now).scalar_subquery())
+
+
+# open_patient's statement for each (reach, with the break-the-glass flags), built once: building and
+# hashing the union of every care relationship cost more per request than running it. Its bind parameters:
+_P_PATIENT: Any = bindparam("tc_patient")
+_P_USER: Any = bindparam("tc_user")
+_P_ORG: Any = bindparam("tc_org")
+_P_NOW: Any = bindparam("tc_now")
+_P_OWN: Any = bindparam("tc_own")
+_OPEN_STATEMENTS: dict[tuple[Reach, bool], Any] = {}
+
+
+def _open_statement(reach: Reach, emergency: bool) -> Any:
+    stmt = _OPEN_STATEMENTS.get((reach, emergency))
+    if stmt is not None:
+        return stmt
+    template = ReachOf(_P_USER, _P_ORG)
+    stmt = select(Patient).where(Patient.id == _P_PATIENT, Patient.org_id == _P_ORG)
+    if reach is Reach.OWN:
+        stmt = stmt.where(Patient.id == _P_OWN)
+    elif reach is Reach.CARE:
+        stmt = stmt.where(Patient.id.in_(_care_ids(template, _P_NOW)))
+    if emergency:  # whether the only reason it reaches the patient is a break-the-glass grant, same query
+        stmt = stmt.add_columns(_regular_reach(template), _glass_reach(template, _P_NOW))
+    _OPEN_STATEMENTS[(reach, emergency)] = stmt
+    return stmt
 
 
 async def via_break_glass(session: AsyncSession, principal: Principal, patient_id: int) -> bool:
     """True when the only reason `principal` reaches the patient is a live break-the-glass grant."""
+    reach = ReachOf.of(principal)
     stmt = select(literal(1)).where(
         Patient.id == patient_id,
         Patient.id.in_(
-            union(_care_team_ids(principal), *(fn(principal) for fn in _care_relationships)).scalar_subquery()
+            union(_care_team_ids(reach), *(fn(reach) for fn in _care_relationships)).scalar_subquery()
         ),
     )
     if (await session.execute(stmt)).first() is not None:
@@ -115,7 +164,7 @@ async def via_break_glass(session: AsyncSession, principal: Principal, patient_i
         await session.execute(
             select(literal(1)).where(
                 and_(BreakGlassGrant.patient_id == patient_id),
-                BreakGlassGrant.patient_id.in_(_break_glass_ids(principal).scalar_subquery()),
+                BreakGlassGrant.patient_id.in_(_break_glass_ids(reach).scalar_subquery()),
             )
         )
     ).first() is not None
@@ -195,7 +244,7 @@ async def open_patient(
 
     A role without the grant gets 403; a patient outside reach gets 404, like one that does not exist."""
     try:
-        scope = patient_scope(principal, resource, action)
+        reach = reach_for(principal, resource, action)
     except AppError:
         record_denial(
             session,
@@ -206,12 +255,14 @@ async def open_patient(
             resource_id=resource_id,
         )
         raise
-    stmt = select(Patient).where(Patient.id == patient_id, Patient.id.in_(scope.scalar_subquery()))
     emergency = audit_access and principal.role.is_clinician
-    if emergency:  # whether the only reason it reaches the patient is a break-the-glass grant, same query
-        stmt = stmt.add_columns(_regular_reach(principal), _glass_reach(principal))
-    row = (await session.execute(stmt)).first()
-    patient = None if row is None else row[0]
+    params: dict[str, Any] = {"tc_patient": patient_id, "tc_org": principal.org_id}
+    if reach is Reach.OWN:
+        params["tc_own"] = principal.patient_id if principal.patient_id is not None else -1
+    if reach is Reach.CARE or emergency:
+        params.update(tc_user=principal.user_id, tc_now=utc_now())
+    row = (await session.execute(_open_statement(reach, emergency), params)).first()
+    patient: Patient | None = None if row is None else row[0]
     flags: tuple[Any, ...] = tuple(row)[1:] if row is not None else ()
     via_glass = emergency and len(flags) == 2 and not flags[0] and bool(flags[1])
     if patient is None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyotp
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -249,10 +250,43 @@ def _with_profile(stmt: Any) -> Any:
     )
 
 
+@functools.cache
+def _token_statement() -> Any:
+    """The bearer-token lookup, built once (it runs on every API request; building it cost more than
+    running it)."""
+    return _with_profile(
+        select(
+            ApiToken.token_hash,
+            ApiToken.revoked_at,
+            ApiToken.expires_at,
+            ApiToken.last_used_at,
+            ApiToken.scopes,
+            User.id,
+            User.org_id,
+            User.role,
+            User.is_active,
+            User.email,
+            User.display_name,
+        )
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.id == bindparam("tc_token_id"))
+    )
+
+
+@functools.cache
+def _session_statement() -> Any:
+    """The session-cookie lookup, built once (every page request)."""
+    return _with_profile(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.token_hash == bindparam("tc_token_hash"))
+    )
+
+
 def _own_profile(
-    user: User, patient_id: int | None, practitioner_id: int | None
+    role: Role, patient_id: int | None, practitioner_id: int | None
 ) -> tuple[int | None, int | None]:
-    if Role(user.role) is Role.PATIENT:
+    if role is Role.PATIENT:
         return patient_id, None
     return None, practitioner_id
 
@@ -286,7 +320,7 @@ async def principal_for_user(
     if profile is None:
         patient_id, practitioner_id = await _profile_ids(session, user)
     else:
-        patient_id, practitioner_id = _own_profile(user, *profile)
+        patient_id, practitioner_id = _own_profile(Role(user.role), *profile)
     return Principal(
         user_id=user.id,
         org_id=user.org_id,
@@ -327,15 +361,7 @@ async def principal_from_session(
     """Resolve a session cookie; expired (idle or absolute) or revoked sessions resolve to None. `touch`
     counts this as activity for the idle timeout (a request does; a socket's re-check need not)."""
     settings = _settings(session)
-    row = (
-        await session.execute(
-            _with_profile(
-                select(WebSession, User)
-                .join(User, User.id == WebSession.user_id)
-                .where(WebSession.token_hash == token_digest(token))
-            )
-        )
-    ).first()
+    row = (await session.execute(_session_statement(), {"tc_token_hash": token_digest(token)})).first()
     if row is None:
         return None
     record, user, patient_id, practitioner_id = row
@@ -406,36 +432,38 @@ async def principal_from_token(
     # non-ASCII digit ("²") made int() raise: both were a 500 to anyone holding no credentials.
     if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 10 or not secret:
         return None
-    row = (
-        await session.execute(
-            _with_profile(
-                select(ApiToken, User)
-                .join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.id == int(token_id))
-            )
-        )
-    ).first()
+    row = (await session.execute(_token_statement(), {"tc_token_id": int(token_id)})).first()
     from telecare.core.crypto import constant_time_equal
 
-    if row is None or not constant_time_equal(row[0].token_hash, token_digest(secret)):
+    if row is None or not constant_time_equal(row[0], token_digest(secret)):
         return None
-    record, user, patient_id, practitioner_id = row
+    (_, revoked_at, expires_at, last_used_at, scopes, user_id, org_id, role, is_active, email, name) = row[
+        :11
+    ]
     now = utc_now()
-    if record.revoked_at is not None or (record.expires_at is not None and now >= record.expires_at):
+    if revoked_at is not None or (expires_at is not None and now >= expires_at):
         return None
-    if not user.is_active:
+    if not is_active:
         return None
-    if record.last_used_at is None or now - record.last_used_at >= TOUCH_INTERVAL:
-        _write_aside(session, update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=now))
+    if last_used_at is None or now - last_used_at >= TOUCH_INTERVAL:
+        _write_aside(session, update(ApiToken).where(ApiToken.id == int(token_id)).values(last_used_at=now))
+    from telecare.auth.principal import Principal
+
+    role = Role(role)
+    patient_id, practitioner_id = _own_profile(role, row[11], row[12])
     # Token holders authenticated with a secret issued to an MFA-verified staff member or by an admin.
-    return await principal_for_user(
-        session,
-        user,
+    return Principal(
+        user_id=user_id,
+        org_id=org_id,
+        role=role,
         kind="token",
         client_addr=client_addr,
-        scopes=frozenset(record.scopes),
+        scopes=frozenset(scopes),
         mfa_verified=True,
-        profile=(patient_id, practitioner_id),
+        patient_id=patient_id,
+        practitioner_id=practitioner_id,
+        email=email,
+        display_name=name,
     )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 
 from telecare.config import Settings
+from telecare.core import sqlite_driver
 
 if TYPE_CHECKING:
     from telecare.core.events import EventBus
@@ -192,7 +193,7 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(sqlite_driver.engine_url(self.url), **kwargs)
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._writer_task: asyncio.Task[Any] | None = None
         if self.is_sqlite:
@@ -365,6 +366,6 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: bool = True) -> None:
 
 def sqlite_null_pool_engine(url: str) -> AsyncEngine:
     """An engine for short-lived tools (migrations) that must not keep connections open."""
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = create_async_engine(sqlite_driver.engine_url(url), poolclass=NullPool)
     _configure_sqlite(engine)
     return engine
