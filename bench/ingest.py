@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, url: str, data_dir: Path) -> None:
+    def __init__(self, url: str, data_dir: Path, workers: int = 1) -> None:
         self.port = free_port()
+        self.workers = workers
         self.env = {
             **os.environ,
             "TELECARE_DATABASE_URL": url,
@@ -73,7 +75,7 @@ class Server:
             str(self.port),
             "--no-access-log",
         ]
-        cmd += ["--log-level", "warning"]
+        cmd += ["--log-level", "warning", "--workers", str(self.workers)]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=tempfile.gettempdir())  # noqa: ASYNC220
         async with httpx.AsyncClient() as c:
             for _ in range(200):
@@ -213,6 +215,24 @@ function request()
   return wrk.format("POST", "/api/v1/monitoring/readings", nil, body)
 end
 """
+
+
+@contextlib.contextmanager
+def profiling(output: Path | None, pid: int, seconds: float) -> Iterator[None]:
+    """py-spy (pip install py-spy) sampling the server while the block runs (as in bench/reads.py)."""
+    if output is None:
+        yield
+        return
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
+    argv += ["--duration", str(int(seconds) + 1), "--rate", "200", "--nonblocking"]
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=seconds + 30)
 
 
 def singles_wrk(
@@ -397,12 +417,18 @@ async def run_backend(name: str, url: str, tmp: Path, args: argparse.Namespace) 
     ctx = await setup(db, args.patients)
     await db.dispose()
     out: dict[str, float] = {}
-    async with Server(url, tmp) as server:
+    workers = 1 if name == "sqlite" else args.pg_workers
+    async with Server(url, tmp, workers) as server:
         base = f"http://127.0.0.1:{server.port}"
-        out["batch_readings_per_s"] = await batches_rate(base, ctx["key"], ctx["serials"], args.batches, 1000)
+        batches_profile = args.profile and args.profile.with_name(args.profile.name + ".batches")
+        with profiling(batches_profile, server.proc.pid if server.proc else 0, args.batches * 0.25):
+            out["batch_readings_per_s"] = await batches_rate(
+                base, ctx["key"], ctx["serials"], args.batches, 1000
+            )
         out["single_posts_per_s"] = await singles_rate(base, ctx["key"], ctx["serials"], args.singles)
         before = await count_readings(url, tmp)
-        wrk_rps, wrk_bad, wrk_p99 = singles_wrk(base, ctx["key"], ctx["serials"], tmp, args.wrk_duration)
+        with profiling(args.profile, server.proc.pid if server.proc else 0, args.wrk_duration):
+            wrk_rps, wrk_bad, wrk_p99 = singles_wrk(base, ctx["key"], ctx["serials"], tmp, args.wrk_duration)
         out["single_posts_wrk_stored"] = await count_readings(url, tmp) - before
         out["single_posts_wrk_per_s"], out["single_posts_wrk_errors"] = wrk_rps, wrk_bad
         out["single_posts_wrk_p99_ms"] = wrk_p99
@@ -457,11 +483,20 @@ async def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--singles", type=int, default=3000)
     parser.add_argument("--patients", type=int, default=200)
+    parser.add_argument("--pg-workers", type=int, default=2, help="uvicorn workers on PostgreSQL")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy raw stacks of the server: the wrk single posts here, the batches in <file>.batches",
+    )
     parser.add_argument("--wrk-duration", type=float, default=10.0, help="seconds of wrk single posts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        print(f"machine: {os.cpu_count()} CPUs; server: uvicorn, 1 worker; client on the same machine")
+        print(
+            f"machine: {os.cpu_count()} CPUs; server: uvicorn, 1 worker on SQLite, {args.pg_workers} on "
+            "PostgreSQL; client on the same machine"
+        )
         if args.only in (None, "sqlite"):
             report("sqlite", await run_backend("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.db", tmp, args))
         if args.only in (None, "postgresql"):
