@@ -23,6 +23,13 @@ _DEV_SECRET = "telecare-development-secret-not-for-production-use-000000"  # noq
 _DEV_DATA_KEY = base64.urlsafe_b64encode(b"telecare-dev-data-key-32-bytes!!").decode()
 
 
+class BlobBackend(enum.StrEnum):
+    """Where stored files' encrypted bytes live (docs/files.md#back-ends)."""
+
+    FILESYSTEM = "filesystem"
+    S3 = "s3"
+
+
 class Settings(BaseSettings):
     """Every setting Telecare reads. Each is an environment variable with the TELECARE_ prefix."""
 
@@ -56,6 +63,20 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = 1_048_576
     max_upload_bytes: int = 20 * 1024 * 1024  # docs/security.md#goal-15: uploads <= 20 MB
+
+    # Stored files (files/, docs/files.md): encrypted in the process, then kept on the filesystem under
+    # data_dir/blobs or in an S3-compatible bucket (TELECARE_BLOB_BACKEND=s3 and the TELECARE_S3_* values).
+    blob_backend: BlobBackend = BlobBackend.FILESYSTEM
+    s3_endpoint_url: str | None = None  # None: AWS's own endpoint for the region
+    s3_bucket: str | None = None
+    s3_access_key_id: str | None = None  # None with the secret: boto3's default credential chain
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "blobs/"
+    # docs/files.md#limits: an iPhone's 48 MP HEIC is 48.8 million pixels; 2,048 px is enough for a
+    # dermatology photo on screen and keeps every stored image below about 1.5 MB.
+    image_max_pixels: int = Field(default=50_000_000, gt=0)
+    image_max_edge: int = Field(default=2048, ge=64)
 
     # OWASP minimum for argon2id: m >= 19 MiB, t >= 2, p = 1 (docs/security.md#goal-16)
     argon2_time_cost: int = 2
@@ -170,6 +191,12 @@ class Settings(BaseSettings):
             self.audit_hmac_key = SecretStr(_DEV_SECRET + "-audit")
         if self.data_key is None:
             self.data_key = SecretStr(_DEV_DATA_KEY)
+        if self.blob_backend is BlobBackend.S3 and not self.s3_bucket:
+            raise ValueError("TELECARE_BLOB_BACKEND=s3 requires TELECARE_S3_BUCKET")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both TELECARE_S3_ACCESS_KEY_ID and TELECARE_S3_SECRET_ACCESS_KEY, or neither"
+            )
         key = base64.urlsafe_b64decode(self.data_key.get_secret_value() + "==")
         if len(key) != 32:
             raise ValueError("TELECARE_DATA_KEY must be base64url of exactly 32 bytes")

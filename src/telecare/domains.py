@@ -77,6 +77,8 @@ DOMAINS: tuple[Domain, ...] = (
         nav_items=("telecare.visits.pages:NAV_ITEMS",),
     ),
     Domain("billing", models=("telecare.billing.models",), routers=("telecare.billing.api:router",)),
+    # Stored files: no routes of their own; the domains whose records own files call its actions.
+    Domain("files", models=("telecare.files.models",)),
     Domain(
         "monitoring",
         models=("telecare.monitoring.models",),

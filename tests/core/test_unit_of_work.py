@@ -102,3 +102,35 @@ def test_as_uow_refuses_a_foreign_session() -> None:
 
     with pytest.raises(TypeError):
         as_uow(AsyncSession())
+
+
+async def test_on_rollback_callbacks_run_only_when_the_work_fails_before_its_commit(db: Database) -> None:
+    """Undo of side effects made before the commit (a stored blob, docs/files.md#orphans)."""
+    seen: list[str] = []
+
+    def undo(tag: str) -> Any:
+        async def callback() -> None:
+            seen.append(tag)
+
+        return callback
+
+    async def failing() -> None:
+        raise AssertionError("an on-rollback failure is logged, not raised")
+
+    async def action(*, slug: str, tag: str, fail: bool) -> None:
+        async with db.unit_of_work() as uow:
+            uow.add(Organization(name=tag, slug=slug))
+            uow.on_rollback(undo(tag))
+            uow.on_rollback(failing)
+            if fail:
+                raise RuntimeError("the action failed")
+
+    await action(slug="kept", tag="committed", fail=False)
+    assert seen == []
+    with pytest.raises(RuntimeError, match="the action failed"):
+        await action(slug="other", tag="raised", fail=True)
+    assert seen == ["raised"]
+    # A failed commit may have committed after all (a lost answer): its side effects stay, for the sweep.
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await action(slug="kept", tag="commit failed", fail=False)  # the commit's flush fails
+    assert seen == ["raised"]

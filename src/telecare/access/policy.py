@@ -68,6 +68,8 @@ class Resource(enum.StrEnum):
     RPM_TARGET = "Goal"  # per-patient threshold overrides
     RPM_TIME = "RpmTime"  # logged interactive communication and management minutes
     RPM_BILLING = "RpmBilling"  # the monthly RPM billing worklist
+    # Stored files (files/): photos and documents of a patient, attached to messages, skin cases, ...
+    BINARY = "Binary"
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -87,6 +89,7 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.RPM_TARGET,
         Resource.RPM_TIME,
         Resource.RPM_BILLING,
+        Resource.BINARY,
     }
 )
 
@@ -204,6 +207,13 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     ),
     Resource.RPM_BILLING: _merge(
         _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S),
+    ),
+    # Stored files are clinical content (photos of a rash, a referral letter): the patient and the
+    # clinicians caring for them upload, attach (update) and open them; coordinators and admins do not
+    # (minimum necessary). Files are not listed on their own: the record they belong to lists them.
+    Resource.BINARY: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, C, U),
+        _grant(CLINICIANS, Reach.CARE, R, C, U),
     ),
 }
 

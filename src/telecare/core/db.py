@@ -99,6 +99,7 @@ class UnitOfWork(AsyncSession):
     _after_commit_keys: set[str]
     _required: dict[str, RequiredAfterCommit]
     _after_rollback: list[AfterRollback]
+    _on_rollback: list[AfterCommit]
 
     @property
     def settings(self) -> Settings:
@@ -140,6 +141,12 @@ class UnitOfWork(AsyncSession):
         """Run `job` in a fresh unit of work once this one has ended, committed or not (denied-access audit
         entries: they must persist even though the request's own transaction rolls back)."""
         self._after_rollback.append(job)
+
+    def on_rollback(self, callback: AfterCommit) -> None:
+        """Run `callback` if this unit of work fails and rolls back before its commit, never after a commit
+        nor after a failed commit (whose outcome is unknown): undo a side effect made outside the database,
+        such as a stored blob (docs/files.md#orphans). Failures are logged; the original error wins."""
+        self._on_rollback.append(callback)
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         """Emit an event once this unit of work has committed; a no-op in a process without a bus."""
@@ -255,12 +262,27 @@ class Database:
                 uow._after_commit_keys = set()
                 uow._required = {}
                 uow._after_rollback = pending
+                uow._on_rollback = []
+                committing = False
                 try:
                     yield uow
+                    committing = True
                     await uow.commit()
                 except BaseException:
-                    await uow.rollback()
+                    try:
+                        await uow.rollback()
+                    finally:
+                        undo, uow._on_rollback = uow._on_rollback, []
+                        # A failed COMMIT may still have committed (the connection dropped before the
+                        # answer): undoing then could delete what a committed row names, so only a unit of
+                        # work that failed before its commit is undone (docs/files.md#orphans).
+                        for callback in () if committing else undo:
+                            try:
+                                await callback()
+                            except Exception:
+                                log.exception("on-rollback callback failed")
                     raise
+                uow._on_rollback = []
                 required, uow._required = uow._required, {}
                 for job in required.values():
                     await job(uow)
