@@ -80,7 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        overrides=dict.fromkeys(ingest_paths, settings.rpm_max_body_bytes),
+        overrides={
+            **dict.fromkeys(ingest_paths, settings.rpm_max_body_bytes),
+            # A message with its five attachments (messaging.service.MAX_ATTACHMENTS), each checked again.
+            **dict.fromkeys(
+                ("/api/v1/messaging/threads", "/messages"),
+                5 * settings.max_upload_bytes + settings.max_body_bytes,
+            ),
+        },
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts())
     app.add_middleware(SecurityHeaders, hsts=settings.cookie_secure)

@@ -77,8 +77,8 @@ DOMAINS: tuple[Domain, ...] = (
         nav_items=("telecare.visits.pages:NAV_ITEMS",),
     ),
     Domain("billing", models=("telecare.billing.models",), routers=("telecare.billing.api:router",)),
-    # Stored files: no routes of their own; the domains whose records own files call its actions.
-    Domain("files", models=("telecare.files.models",)),
+    # Stored files: the download route; uploads come with the records that own files (message attachments).
+    Domain("files", models=("telecare.files.models",), routers=("telecare.files.api:router",)),
     Domain(
         "monitoring",
         models=("telecare.monitoring.models",),
@@ -93,6 +93,16 @@ DOMAINS: tuple[Domain, ...] = (
         exporters=(("remote_monitoring", "telecare.monitoring.service:export_monitoring"),),
         chart_sections=("telecare.monitoring.pages:CHART_SECTIONS",),
         nav_items=("telecare.monitoring.pages:NAV_ITEMS",),
+    ),
+    Domain(
+        "messaging",
+        models=("telecare.messaging.models",),
+        routers=("telecare.messaging.api:router",),
+        pages=("telecare.messaging.pages:router",),
+        chart_sections=("telecare.messaging.pages:CHART_SECTIONS",),
+        nav_items=("telecare.messaging.pages:NAV_ITEMS",),
+        care_relationships=("telecare.messaging.repository:inbox_patients",),
+        exporters=(("messaging", "telecare.messaging.service:export_messaging"),),
     ),
     # FHIR is an adapter over the clinical domains; they never import it.
     Domain("fhir", routers=("telecare.fhir.api:router",)),

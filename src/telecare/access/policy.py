@@ -70,6 +70,9 @@ class Resource(enum.StrEnum):
     RPM_BILLING = "RpmBilling"  # the monthly RPM billing worklist
     # Stored files (files/): photos and documents of a patient, attached to messages, skin cases, ...
     BINARY = "Binary"
+    # Asynchronous care (messaging/)
+    INBOX = "Inbox"  # team inboxes and their members: no patient data
+    COMMUNICATION = "Communication"  # message threads, messages, read state, logged time
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -90,6 +93,7 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.RPM_TIME,
         Resource.RPM_BILLING,
         Resource.BINARY,
+        Resource.COMMUNICATION,
     }
 )
 
@@ -214,6 +218,17 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     Resource.BINARY: _merge(
         _grant((Role.PATIENT,), Reach.OWN, R, C, U),
         _grant(CLINICIANS, Reach.CARE, R, C, U),
+    ),
+    # Secure messaging. Patients message the teams of their organization; clinicians reach a thread through
+    # the care relationship, which a thread in an inbox they belong to creates (messaging.repository).
+    # Coordinators run inboxes (membership, targets) and see response-time figures, not message content.
+    Resource.INBOX: _merge(
+        _grant((Role.PATIENT, *STAFF), Reach.ORG, R, S),
+        _grant((Role.COORDINATOR, Role.ADMIN), Reach.ORG, R, S, C, U),
+    ),
+    Resource.COMMUNICATION: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
     ),
 }
 

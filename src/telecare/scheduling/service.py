@@ -649,3 +649,22 @@ def publish_visit_change(session: AsyncSession, appt: Appointment, change: str, 
     }
     bus.publish(session, f"visit.{appt.id}", payload)
     bus.publish(session, f"visits.practitioner.{appt.practitioner_id}", payload)
+
+
+async def completed_visit_times(
+    session: AsyncSession, *, patient_id: int, start: datetime, end: datetime
+) -> list[datetime]:
+    """When the patient's completed visits started, between `start` and `end` (other domains' billing
+    rules: online digital E/M's related-visit and established-patient checks). The caller has already
+    authorised access to the patient."""
+    rows = await session.execute(
+        select(Appointment.start_at)
+        .where(
+            Appointment.patient_id == patient_id,
+            Appointment.status == AppointmentStatus.COMPLETED,
+            Appointment.start_at >= start,
+            Appointment.start_at < end,
+        )
+        .order_by(Appointment.start_at)
+    )
+    return list(rows.scalars())
