@@ -226,30 +226,14 @@ async def test_worklist_orders_by_tier_and_hides_other_patients(
 async def test_escalation_email_reaches_the_physician_over_smtp(
     settings: Settings, client: httpx.AsyncClient, db: Database, clinic: Clinic
 ) -> None:
-    from aiosmtpd.controller import Controller
+    from tests.mail import smtp_server, wait_for_mail
 
-    from tests.monitoring.live import free_port
-
-    received: list[Any] = []
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            received.append(envelope)
-            return "250 OK"
-
-    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        settings.smtp_host, settings.smtp_port = "127.0.0.1", controller.port
+    with smtp_server() as (received, port):
+        settings.smtp_host, settings.smtp_port = "127.0.0.1", port
         await post(client, clinic, [bp(clinic.serials["bp_cuff"], 200, 100, 1)])
         advance_clock(timedelta(minutes=16))
         assert (await tasks.run_due(db)).escalated == 1
-        for _ in range(50):
-            if received:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        controller.stop()
+        await wait_for_mail(received)
     [mail] = received
     assert mail.rcpt_tos == [clinic.physician.email]
     text = mail.content.decode()

@@ -125,15 +125,21 @@ async def compose_page(
     principal: CurrentPrincipal,
     patient_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    inboxes = await service.list_inboxes(session, principal)
-    if not access_rules.is_patient(principal):
-        mine = set(await repo.member_inbox_ids(session, principal))
-        inboxes = [i for i in inboxes if i.id in mine]
+    inboxes = await _writable_inboxes(session, principal)
     return templates.TemplateResponse(
         request,
         "messaging/compose.html",
         _composer_context(principal, inboxes=inboxes, values={"patient_id": patient_id or ""}),
     )
+
+
+async def _writable_inboxes(session: AsyncSession, principal: Principal) -> list[Any]:
+    """The inboxes the composer offers: those open to patients, or for staff those they belong to."""
+    inboxes = await service.list_inboxes(session, principal)
+    if not access_rules.is_patient(principal):
+        mine = set(await repo.member_inbox_ids(session, principal))
+        inboxes = [i for i in inboxes if i.id in mine]
+    return inboxes
 
 
 @router.post("/messages/new", response_class=HTMLResponse)
@@ -163,7 +169,7 @@ async def compose_send(
                 idempotency_key=idempotency_key or None,
             )
     except AppError as exc:
-        inboxes = await service.list_inboxes(session, principal)
+        inboxes = await _writable_inboxes(session, principal)
         errors = {e.field: e.message for e in exc.errors} or {"form": exc.detail}
         context = _composer_context(
             principal,
