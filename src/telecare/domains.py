@@ -104,6 +104,16 @@ DOMAINS: tuple[Domain, ...] = (
         care_relationships=("telecare.messaging.repository:inbox_patients",),
         exporters=(("messaging", "telecare.messaging.service:export_messaging"),),
     ),
+    Domain(
+        "econsult",
+        models=("telecare.econsult.models",),
+        routers=("telecare.econsult.api:router",),
+        pages=("telecare.econsult.pages:router",),
+        chart_sections=("telecare.econsult.pages:CHART_SECTIONS",),
+        nav_items=("telecare.econsult.pages:NAV_ITEMS",),
+        care_relationships=("telecare.econsult.service:queue_patients",),
+        exporters=(("econsults", "telecare.econsult.service:export_econsults"),),
+    ),
     # FHIR is an adapter over the clinical domains; they never import it.
     Domain("fhir", routers=("telecare.fhir.api:router",)),
 )

@@ -73,6 +73,8 @@ class Resource(enum.StrEnum):
     # Asynchronous care (messaging/)
     INBOX = "Inbox"  # team inboxes and their members: no patient data
     COMMUNICATION = "Communication"  # message threads, messages, read state, logged time
+    CONSULT_QUEUE = "ConsultQueue"  # specialty e-consult queues and their specialists: no patient data
+    ECONSULT = "ServiceRequest"  # interprofessional e-consults: request, conversation, answer, time
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -94,6 +96,7 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.RPM_BILLING,
         Resource.BINARY,
         Resource.COMMUNICATION,
+        Resource.ECONSULT,
     }
 )
 
@@ -228,6 +231,16 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     ),
     Resource.COMMUNICATION: _merge(
         _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    # E-consults are between clinicians: the requester reaches the patient through their care relationship,
+    # specialists through the queue they belong to (econsult.service.queue_patients). The answer is part of
+    # the chart; the patient reads it through their clinician and in their export, not in the portal.
+    Resource.CONSULT_QUEUE: _merge(
+        _grant(STAFF, Reach.ORG, R, S),
+        _grant((Role.COORDINATOR, Role.ADMIN), Reach.ORG, R, S, C, U),
+    ),
+    Resource.ECONSULT: _merge(
         _grant(CLINICIANS, Reach.CARE, R, S, C, U),
     ),
 }

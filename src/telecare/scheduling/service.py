@@ -652,7 +652,12 @@ def publish_visit_change(session: AsyncSession, appt: Appointment, change: str, 
 
 
 async def completed_visit_times(
-    session: AsyncSession, *, patient_id: int, start: datetime, end: datetime
+    session: AsyncSession,
+    *,
+    patient_id: int,
+    start: datetime,
+    end: datetime,
+    practitioner_id: int | None = None,
 ) -> list[datetime]:
     """When the patient's completed visits started, between `start` and `end` (other domains' billing
     rules: online digital E/M's related-visit and established-patient checks). The caller has already
@@ -664,6 +669,7 @@ async def completed_visit_times(
             Appointment.status == AppointmentStatus.COMPLETED,
             Appointment.start_at >= start,
             Appointment.start_at < end,
+            *([Appointment.practitioner_id == practitioner_id] if practitioner_id is not None else []),
         )
         .order_by(Appointment.start_at)
     )
