@@ -334,6 +334,9 @@ async def load(session: AsyncSession, settings: Settings, *, only_if_empty: bool
     from telecare.scheduling.demo import seed_demo_visits
 
     await seed_demo_visits(session, org.id)
+    from telecare.messaging.demo import seed_demo_messaging
+
+    await seed_demo_messaging(session, org.id)
     await audit.record(
         session,
         audit.SYSTEM_ACTOR,
