@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import ExifTags, Image, ImageFilter
 
 from telecare.files.content import (
@@ -202,3 +204,40 @@ def test_sharpness_is_higher_for_a_sharp_photo_than_for_its_blurred_copy() -> No
     flat = sharpness(images.png(Image.new("RGB", (100, 80), (128, 128, 128))))
     assert flat.score == 0.0
     assert (flat.width, flat.height) == (100, 80)
+
+
+def test_cmyk_jpeg_palette_png_and_icc_profiles_come_out_plain() -> None:
+    from PIL import ImageCms
+
+    cmyk = io.BytesIO()
+    images.picture().convert("CMYK").save(cmyk, format="JPEG")
+    out = check(cmyk.getvalue())
+    assert images.decode(out.data).mode == "RGB"
+    palette = images.picture().convert("P")
+    palette.info["transparency"] = 0
+    out = check(images.png(palette))
+    assert out.content_type == "image/png"
+    assert images.decode(out.data).mode == "RGBA"
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    tagged = io.BytesIO()
+    images.two_halves((64, 64)).save(tagged, format="JPEG", icc_profile=srgb, quality=95)
+    out = check(tagged.getvalue())
+    decoded = images.decode(out.data).convert("RGB")
+    assert "icc_profile" not in decoded.info
+    red = decoded.getpixel((8, 32))
+    assert isinstance(red, tuple)
+    assert red[0] > 200  # an sRGB-to-sRGB conversion keeps the colours
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_no_declared_name_yields_a_path_or_control_characters(declared: str) -> None:
+    import unicodedata
+
+    name = display_name(declared, "png")
+    assert name.endswith(".png")
+    assert 5 <= len(name) <= 120
+    assert "/" not in name
+    assert "\\" not in name
+    assert not name.startswith(".")
+    assert all(unicodedata.category(ch)[0] != "C" for ch in name)

@@ -141,9 +141,11 @@ async def test_only_the_chart_can_open_a_file(db: Database, blob_backend: str) -
     assert len(await _keys(db)) == 1  # the refused uploads left no blob
 
 
-async def test_tampered_stored_bytes_are_a_500_problem_not_the_bytes(db: Database, blob_backend: str) -> None:
+async def test_tampered_stored_bytes_are_a_500_problem_not_the_bytes(
+    db: Database, blob_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     chart = await _chart(db)
-    row = await _upload(db, chart.patient, chart.patient_id, images.jpeg())
+    row = await _upload(db, chart.patient, chart.patient_id, images.jpeg(), "Rash of Zebulon.jpg")
     store = await _store(db)
     good = await store.get(row.storage_key)
     tampered = bytearray(good)
@@ -153,6 +155,8 @@ async def test_tampered_stored_bytes_are_a_500_problem_not_the_bytes(db: Databas
         await _open(db, chart.doctor, row.id)
     assert exc.value.status_code == 500
     assert exc.value.code == "file_integrity_failed"
+    assert f"stored file {row.id} failed its integrity check" in caplog.text  # logged by id...
+    assert "Zebulon" not in caplog.text  # ...never by name
     await store.delete(row.storage_key)
     with pytest.raises(service.StoredFileDamaged):  # missing from the store
         await _open(db, chart.doctor, row.id)
