@@ -92,11 +92,11 @@ UNEXPOSED_GRANTS = {
     ),
     (Resource.SURVEY, Action.SEARCH, Role.COORDINATOR),
     (Resource.CONSENT_TEXT, Action.SEARCH, Role.ADMIN),
-    # Stored files (reasons in tests/files/probes.py): the actions exist (files/service.py) and are tested
-    # there; their routes come with the domains whose records own files (messages, skin cases).
+    # Stored files (reasons in tests/files/probes.py): downloads have their route; uploads and attaching
+    # come with the records that own files (messages, e-consults, skin cases), tested in those domains.
     *(
         (Resource.BINARY, a, r)
-        for a in (Action.READ, Action.CREATE, Action.UPDATE)
+        for a in (Action.CREATE, Action.UPDATE)
         for r in Role
         if r.is_clinician or r is Role.PATIENT
     ),

@@ -53,6 +53,8 @@ COORDINATOR_RESOURCES = {
     "ConsentText",  # the telehealth consent wording patients accept
     "Device",  # device logistics: registry and assignment (no readings)
     "DeviceKey",  # gateway credentials for device integrations
+    "Inbox",  # runs team inboxes: membership and response-time targets, never message content
+    "ConsultQueue",  # runs e-consult specialty queues: membership and turnaround, never consult content
 }
 # Administration without clinical content; informatics: aggregates (and the staff directory, own account).
 ADMIN_RESOURCES = {
@@ -65,6 +67,8 @@ ADMIN_RESOURCES = {
     "Schedule",  # organization settings: visit types, availability
     "ConsentText",  # publishing consent versions
     "DeviceKey",  # integration credentials
+    "Inbox",  # team inboxes and their members: no message content
+    "ConsultQueue",  # e-consult specialty queues and their specialists: no consult content
 }
 INFORMATICS_RESOURCES = {
     "Practitioner",
@@ -72,6 +76,8 @@ INFORMATICS_RESOURCES = {
     "Aggregate",
     "Schedule",  # visit types and availability: organization configuration that utilization reports need
     "ConsentText",  # the published consent wording (the same text every patient is shown)
+    "Inbox",  # which teams exist and their response-time targets (for response-time reports)
+    "ConsultQueue",  # which specialty queues exist and their turnaround targets
 }
 
 

@@ -41,7 +41,7 @@ async def _chart(session: AsyncSession, principal: Principal, patient: Patient) 
 
 CHART_SECTIONS = (
     ChartSection(
-        "econsults", "E-consults", _chart, "econsult/chart_section.html", resource=Resource.ECONSULT, order=31
+        "econsults", "E-consults", _chart, "econsult/chart_section.html", resource=Resource.ECONSULT, order=51
     ),
 )
 

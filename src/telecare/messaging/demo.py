@@ -16,13 +16,8 @@ from telecare.messaging.models import Inbox, InboxKind, InboxMember, Message, Th
 
 # (slug, name, kind, business days to answer, member email local parts)
 INBOXES = [
-    (
-        "primary-care",
-        "Primary care",
-        InboxKind.PRIMARY_CARE,
-        2,
-        ["dr.rivera", "nurse.okafor", "dr.chen", "nurse.garcia"],
-    ),
+    # Dr. Chen and nurse Garcia stay out of Ava's team on purpose: the demo shows break the glass with them.
+    ("primary-care", "Primary care", InboxKind.PRIMARY_CARE, 2, ["dr.rivera", "nurse.okafor"]),
     ("behavioral-health", "Behavioral health", InboxKind.BEHAVIORAL_HEALTH, 1, ["dr.lindqvist"]),
     ("pharmacy", "Pharmacy", InboxKind.PHARMACY, 2, ["pharm.nguyen"]),
     (

@@ -67,7 +67,7 @@ CHART_SECTIONS = (
         _chart_messages,
         "messaging/chart_section.html",
         resource=Resource.COMMUNICATION,
-        order=30,
+        order=50,
     ),
 )
 
