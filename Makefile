@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/signaling.py --levels 25,50,100 --hold 3 --stagger 3 --max-seconds 90
 	$(BIN)/python bench/reads.py
 	$(BIN)/python bench/sqlite_sync.py
+	$(BIN)/python bench/messaging.py
 
 bench-postgres: $(STAMP)
 	$(BIN)/python bench/booking.py --postgres
@@ -58,6 +59,7 @@ bench-postgres: $(STAMP)
 	$(BIN)/python bench/signaling.py --pgserver --workers 2 --levels 25,50,100 --hold 3 --stagger 3 \
 		--max-seconds 90
 	$(BIN)/python bench/reads.py --postgres
+	$(BIN)/python bench/messaging.py --postgres
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -241,3 +241,12 @@ def test_no_declared_name_yields_a_path_or_control_characters(declared: str) -> 
     assert "\\" not in name
     assert not name.startswith(".")
     assert all(unicodedata.category(ch)[0] != "C" for ch in name)
+
+
+def test_a_phone_photo_keeps_the_fast_half_scale_decode() -> None:
+    # 4,032 x 3,024 (a 12 MP phone photo): the JPEG decoder's 1/2 scale gives 2,016 px, within 2 % of the
+    # 2,048 cap, so the photo is stored at that size instead of a full decode and a LANCZOS resize.
+    checked = check_upload(
+        images.jpeg(images.picture((4032, 3024))), field="photo", accept=IMAGES_ONLY, **LIMITS
+    )
+    assert (checked.width, checked.height) == (2016, 1512)

@@ -214,12 +214,17 @@ def reencode_image(
     )
 
 
+DRAFT_TOLERANCE = 0.98
+
+
 def _draft(image: Image.Image, max_edge: int) -> None:
     """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding (a 48 MP photo then never sits
     in memory at full size); the result stays at least the size the final image needs."""
     if image.format != "JPEG" or max(image.size) <= max_edge:
         return
-    scale = max_edge / max(image.size)
+    # "About" the long edge: a phone's 4,032 px photo halves to 2,016, 2 % under 2,048. Accepting that
+    # keeps the decoder's 1/2 scale (about 4x faster than a full decode and resize, bench/messaging.py).
+    scale = max_edge * DRAFT_TOLERANCE / max(image.size)
     wanted = (math.ceil(image.width * scale), math.ceil(image.height * scale))
     image.draft(image.mode if image.mode in ("RGB", "L") else None, wanted)
 
