@@ -78,7 +78,12 @@ DOMAINS: tuple[Domain, ...] = (
     ),
     Domain("billing", models=("telecare.billing.models",), routers=("telecare.billing.api:router",)),
     # Stored files: the download route; uploads come with the records that own files (message attachments).
-    Domain("files", models=("telecare.files.models",), routers=("telecare.files.api:router",)),
+    Domain(
+        "files",
+        models=("telecare.files.models",),
+        routers=("telecare.files.api:router",),
+        cli=(("files", "telecare.files.cli:files_app"),),
+    ),
     Domain(
         "monitoring",
         models=("telecare.monitoring.models",),
@@ -113,6 +118,16 @@ DOMAINS: tuple[Domain, ...] = (
         nav_items=("telecare.econsult.pages:NAV_ITEMS",),
         care_relationships=("telecare.econsult.service:queue_patients",),
         exporters=(("econsults", "telecare.econsult.service:export_econsults"),),
+    ),
+    Domain(
+        "dermatology",
+        models=("telecare.dermatology.models",),
+        routers=("telecare.dermatology.api:router",),
+        pages=("telecare.dermatology.pages:router",),
+        chart_sections=("telecare.dermatology.pages:CHART_SECTIONS",),
+        nav_items=("telecare.dermatology.pages:NAV_ITEMS",),
+        care_relationships=("telecare.dermatology.service:queue_patients",),
+        exporters=(("skin_cases", "telecare.dermatology.service:export_skin_cases"),),
     ),
     # FHIR is an adapter over the clinical domains; they never import it.
     Domain("fhir", routers=("telecare.fhir.api:router",)),

@@ -56,7 +56,16 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
     expect(page).to_have_url(re.compile(r"/home$"))
     # The navigation carries the visits and monitoring links their role is granted.
     expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["My patients", "Visits", "Waiting room", "Monitoring", "RPM billing"]
+        [
+            "My patients",
+            "Visits",
+            "Waiting room",
+            "Messages",
+            "E-consults",
+            "Skin concerns",
+            "Monitoring",
+            "RPM billing",
+        ]
     )
 
     # Their care-team patients only.
@@ -76,7 +85,15 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
     page.get_by_role("link", name="Alvarez, Ava").click()
     expect(page).to_have_url(re.compile(rf"/patients/{AVA_ID}$"))
     expect(page.get_by_role("heading", name="Alvarez, Ava", level=1)).to_be_visible()
-    assert chart_sections(page) == ["contact", "care-team", "visits", "monitoring"]
+    assert chart_sections(page) == [
+        "contact",
+        "care-team",
+        "visits",
+        "monitoring",
+        "messages",
+        "econsults",
+        "skin",
+    ]
     care_team = page.locator("[data-section=care-team]")
     expect(care_team).to_contain_text("Dr. Elena Rivera, MD")
     expect(care_team).to_contain_text("Grace Okafor, RN")

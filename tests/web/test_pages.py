@@ -72,10 +72,19 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
     doc, coordinator, patient = clinic.doctor, clinic.coordinator, clinic.patient
     chart_url = f"/patients/{patient.patient_id}"
 
-    # The physician: contact, care team, the patient's visits and remote monitoring with the open alert.
+    # The physician: contact, care team, the visits, remote monitoring with the open alert, and the
+    # asynchronous-care sections (messages, e-consults, skin concerns).
     await web_login(client, doc)
     page = (await client.get(chart_url)).text
-    assert re.findall(r'data-section="([^"]+)"', page) == ["contact", "care-team", "visits", "monitoring"]
+    assert re.findall(r'data-section="([^"]+)"', page) == [
+        "contact",
+        "care-team",
+        "visits",
+        "monitoring",
+        "messages",
+        "econsults",
+        "skin",
+    ]
     assert "Aggregate-only section" not in page
     assert "2026-12-02 14:00" in page  # the booked visit (UTC)
     assert "Blood pressure in crisis range" in page
@@ -86,7 +95,14 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
     client.cookies.clear()
     await web_login(client, therapist)
     page = (await client.get(chart_url)).text
-    assert re.findall(r'data-section="([^"]+)"', page) == ["contact", "care-team", "visits"]
+    assert re.findall(r'data-section="([^"]+)"', page) == [
+        "contact",
+        "care-team",
+        "visits",
+        "messages",
+        "econsults",
+        "skin",
+    ]
     assert "2026-12-02 14:00" in page
     assert "Blood pressure in crisis range" not in page
 

@@ -75,6 +75,7 @@ class Resource(enum.StrEnum):
     COMMUNICATION = "Communication"  # message threads, messages, read state, logged time
     CONSULT_QUEUE = "ConsultQueue"  # specialty e-consult queues and their specialists: no patient data
     ECONSULT = "ServiceRequest"  # interprofessional e-consults: request, conversation, answer, time
+    SKIN_CASE = "Media"  # store-and-forward dermatology: skin cases, their photos and the answer
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -97,6 +98,7 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.BINARY,
         Resource.COMMUNICATION,
         Resource.ECONSULT,
+        Resource.SKIN_CASE,
     }
 )
 
@@ -241,6 +243,14 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
         _grant((Role.COORDINATOR, Role.ADMIN), Reach.ORG, R, S, C, U),
     ),
     Resource.ECONSULT: _merge(
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    # Store-and-forward dermatology. The patient submits a skin concern, reads the answer and adds photos
+    # when asked; clinicians caring for the patient submit and add photos too. Dermatologists reach the
+    # patient through the dermatology queue (dermatology.service.queue_patients); answering is for them
+    # alone (a service rule on top of the update grant).
+    Resource.SKIN_CASE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
         _grant(CLINICIANS, Reach.CARE, R, S, C, U),
     ),
 }

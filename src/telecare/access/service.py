@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, and_, bindparam, func, literal, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -286,6 +286,52 @@ async def open_patient(
             purpose=Purpose.EMERGENCY if via_glass else principal.purpose,
         )
     return patient
+
+
+class PatientRecord(Protocol):
+    """A row of a patient's record that belongs to one organization (a thread, a consult, a skin case)."""
+
+    org_id: Any
+    patient_id: Any
+
+
+R = TypeVar("R", bound=PatientRecord)
+
+
+async def open_patient_record(
+    session: AsyncSession,
+    principal: Principal,
+    model: type[R],
+    record_id: int,
+    *,
+    resource: Resource,
+    action: Action,
+    not_found: type[AppError],
+) -> R:
+    """Load one record of a patient's data by id and authorise `action` on it through `open_patient` (which
+    audits). A role without the grant gets 403 before the lookup, whether or not the record exists; a record
+    that does not exist, is in another organization or belongs to a patient out of reach answers the same
+    `not_found` (no existence oracle), audited as denied."""
+    try:
+        reach_for(principal, resource, action)
+    except AppError:
+        record_denial(
+            session, principal, resource=resource, action=action, patient_id=None, resource_id=record_id
+        )
+        raise
+    record = await session.get(model, record_id)
+    if record is None or record.org_id != principal.org_id:
+        record_denial(
+            session, principal, resource=resource, action=action, patient_id=None, resource_id=record_id
+        )
+        raise not_found()
+    try:
+        await open_patient(
+            session, principal, record.patient_id, resource=resource, action=action, resource_id=record_id
+        )
+    except PatientNotAccessible:
+        raise not_found() from None
+    return record
 
 
 async def record_search(

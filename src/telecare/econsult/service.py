@@ -22,7 +22,7 @@ from telecare.access.policy import Action, Resource
 from telecare.access.service import ReachOf
 from telecare.auth.principal import Principal
 from telecare.core.db import as_uow
-from telecare.core.errors import AppError, Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.econsult import rules
 from telecare.econsult.models import (
@@ -367,41 +367,15 @@ def _publish(session: AsyncSession, consult: Consult, change: str) -> None:
 
 
 async def _consult(session: AsyncSession, principal: Principal, consult_id: int, action: Action) -> Consult:
-    try:
-        access.reach_for(principal, Resource.ECONSULT, action)
-    except AppError:
-        access.record_denial(
-            session,
-            principal,
-            resource=Resource.ECONSULT,
-            action=action,
-            patient_id=None,
-            resource_id=consult_id,
-        )
-        raise
-    consult = await session.get(Consult, consult_id)
-    if consult is None or consult.org_id != principal.org_id:
-        access.record_denial(
-            session,
-            principal,
-            resource=Resource.ECONSULT,
-            action=action,
-            patient_id=None,
-            resource_id=consult_id,
-        )
-        raise ConsultNotFound()
-    try:
-        await access.open_patient(
-            session,
-            principal,
-            consult.patient_id,
-            resource=Resource.ECONSULT,
-            action=action,
-            resource_id=consult_id,
-        )
-    except access.PatientNotAccessible:
-        raise ConsultNotFound() from None
-    return consult
+    return await access.open_patient_record(
+        session,
+        principal,
+        Consult,
+        consult_id,
+        resource=Resource.ECONSULT,
+        action=action,
+        not_found=ConsultNotFound,
+    )
 
 
 async def _require_specialist(session: AsyncSession, principal: Principal, consult: Consult) -> None:

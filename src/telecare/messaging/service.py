@@ -547,47 +547,17 @@ def _publish(session: AsyncSession, thread: Thread, change: str, **extra: Any) -
 # ---- reading ---------------------------------------------------------------------------------------------
 
 
-async def _thread(
-    session: AsyncSession, principal: Principal, thread_id: int, action: Action, *, audit: bool = True
-) -> Thread:
-    """The thread, if the caller may act on its patient's communications (404 otherwise, audited). A role
-    without the grant is refused (403) before the lookup, whether or not the thread exists."""
-    try:
-        access.reach_for(principal, Resource.COMMUNICATION, action)
-    except AppError:
-        access.record_denial(
-            session,
-            principal,
-            resource=Resource.COMMUNICATION,
-            action=action,
-            patient_id=None,
-            resource_id=thread_id,
-        )
-        raise
-    thread = await session.get(Thread, thread_id)
-    if thread is None or thread.org_id != principal.org_id:
-        access.record_denial(
-            session,
-            principal,
-            resource=Resource.COMMUNICATION,
-            action=action,
-            patient_id=None,
-            resource_id=thread_id,
-        )
-        raise ThreadNotFound()
-    try:
-        await access.open_patient(
-            session,
-            principal,
-            thread.patient_id,
-            resource=Resource.COMMUNICATION,
-            action=action,
-            resource_id=thread_id,
-            audit_access=audit,
-        )
-    except access.PatientNotAccessible:
-        raise ThreadNotFound() from None
-    return thread
+async def _thread(session: AsyncSession, principal: Principal, thread_id: int, action: Action) -> Thread:
+    """The thread, if the caller may act on its patient's communications (access.open_patient_record)."""
+    return await access.open_patient_record(
+        session,
+        principal,
+        Thread,
+        thread_id,
+        resource=Resource.COMMUNICATION,
+        action=action,
+        not_found=ThreadNotFound,
+    )
 
 
 async def _require_member(session: AsyncSession, principal: Principal, thread: Thread) -> None:
