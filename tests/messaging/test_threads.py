@@ -400,3 +400,32 @@ async def test_online_digital_em_is_proposed_from_the_physicians_time(
     assert (
         await client.get(f"{API}/threads/{thread_id}/billing", headers=practice.headers["patient"])
     ).status_code == 403
+
+
+async def test_overdue_threads_surface_to_the_coordinator_as_numbers_only(
+    client: httpx.AsyncClient, db: Database, practice: Practice
+) -> None:
+    from telecare.identity.models import Role
+    from tests.factories import bearer, make_user, token_for, web_login
+
+    freeze_clock(datetime(2026, 12, 4, 21, 0, tzinfo=UTC))  # Friday 16:00 in New York: due Tuesday 16:00
+    await send(client, practice.headers["patient"], inbox_id=practice.primary, body="Secret detail 4Kq")
+    await send(client, practice.headers["patient"], inbox_id=practice.primary, body="chest pain again")
+    advance_clock(timedelta(days=5))
+    coordinator = await make_user(db, practice.org, Role.COORDINATOR)
+    summary = await client.get(f"{API}/summary", headers=bearer(await token_for(db, coordinator)))
+    assert summary.status_code == 200
+    primary = next(r for r in summary.json() if r["inbox_id"] == practice.primary)
+    assert (primary["open"], primary["overdue"], primary["unassigned"], primary["urgent"]) == (2, 2, 2, 1)
+    assert "Secret detail" not in summary.text
+    assert "patient" not in summary.text
+    # Coordinators never read the messages themselves.
+    threads = await client.get(f"{API}/threads", headers=bearer(await token_for(db, coordinator)))
+    assert threads.status_code == 403
+    await web_login(client, coordinator)
+    page = await client.get("/messages/teams")
+    assert page.status_code == 200
+    assert "Primary care" in page.text
+    assert "Secret detail" not in page.text
+    refused = await client.get(f"{API}/summary", headers=practice.headers["nurse"])
+    assert refused.status_code == 403

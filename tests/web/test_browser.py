@@ -188,7 +188,7 @@ def test_coordinator_sees_contact_data_of_all_patients_but_no_clinical_sections(
     expect(page.get_by_role("heading", name="Patient contacts")).to_be_visible()
     # Scheduling links; no clinical (visits queue, monitoring) ones.
     expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Patient contacts", "Statistics", "Calendar", "Coverage", "Billing"]
+        ["Patient contacts", "Statistics", "Calendar", "Coverage", "Billing", "Response times"]
     )
     headers = page.locator("table.patients thead th")
     expect(headers).to_have_text(["Name", "MRN", "Phone", "Email", "State"])

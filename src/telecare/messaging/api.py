@@ -301,3 +301,21 @@ async def unread(session: DbSession, principal: CurrentPrincipal) -> UnreadRead:
     """Unread counts for the caller's side (and, for staff, overdue conversations in their inboxes)."""
     counts = await service.unread_counts(session, principal)
     return UnreadRead(total=counts.total, by_inbox=counts.by_inbox, overdue=counts.overdue)
+
+
+@router.get("/summary")
+async def summary(
+    session: DbSession, principal: CurrentPrincipal, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> list[dict[str, object]]:
+    """Per team inbox, counts only: open, unassigned, overdue and urgent threads, the oldest due date and
+    the median hours to the first response (threads started in the last `days`). Coordinators, admins and
+    informatics (aggregates); no patient and no message content."""
+    from datetime import timedelta
+
+    from telecare.core.time import utc_now
+
+    rows = await service.response_summary(session, principal, since=utc_now() - timedelta(days=days))
+    return [
+        {**r.__dict__, "oldest_due_at": r.oldest_due_at.isoformat() if r.oldest_due_at else None}
+        for r in rows
+    ]

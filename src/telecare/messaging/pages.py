@@ -39,6 +39,14 @@ NAV_ITEMS = (
         roles=_MESSAGING_ROLES,
         order=15,
     ),
+    NavItem(
+        "/messages/teams",
+        "Response times",
+        resource=Resource.AGGREGATE,
+        action=Action.READ,
+        roles=frozenset({Role.COORDINATOR}),
+        order=30,
+    ),
 )
 Files = Annotated[list[UploadFile], File()]
 FILTER_LABELS = {
@@ -116,6 +124,23 @@ def _composer_context(principal: Principal, **extra: Any) -> dict[str, Any]:
         "values": {},
         **extra,
     }
+
+
+@router.get("/messages/teams", response_class=HTMLResponse)
+async def teams_page(
+    request: Request,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+) -> Response:
+    """Coordinators see each team inbox's open, unassigned, overdue and urgent threads and the median time
+    to a first response: numbers only."""
+    rows = await service.response_summary(session, principal, since=utc_now() - timedelta(days=days))
+    return templates.TemplateResponse(
+        request,
+        "messaging/teams.html",
+        {"principal": principal, "rows": rows, "days": days, "tz": await _tz(session, principal)},
+    )
 
 
 @router.get("/messages/new", response_class=HTMLResponse)

@@ -997,6 +997,70 @@ async def digital_em(
     return rules.propose_digital_em(facts)
 
 
+@dataclass
+class InboxFigures:
+    inbox_id: int
+    name: str
+    response_business_days: int
+    open: int
+    unassigned: int
+    overdue: int
+    urgent: int
+    oldest_due_at: datetime | None
+    answered: int  # first responses in the period
+    median_first_response_hours: float | None
+
+
+async def response_summary(
+    session: AsyncSession, principal: Principal, *, since: datetime
+) -> list[InboxFigures]:
+    """Per inbox, counts only (no patient, no content): open, unassigned, overdue and urgent threads, the
+    oldest due date, and the median time to the team's first response for threads started since `since`.
+    For coordinators and the dashboards: overdue threads surface to them as numbers, not messages."""
+    access.reach_for(principal, Resource.AGGREGATE, Action.READ)
+    now = utc_now()
+    out = []
+    for inbox in await repo.inboxes(session, principal.org_id):
+        base = select(func.count(Thread.id)).where(
+            Thread.inbox_id == inbox.id, Thread.status == ThreadStatus.OPEN
+        )
+        open_ = int(await session.scalar(base) or 0)
+        unassigned = int(await session.scalar(base.where(Thread.assigned_user_id.is_(None))) or 0)
+        overdue = int(await session.scalar(base.where(repo.overdue(now))) or 0)
+        urgent = int(await session.scalar(base.where(Thread.priority == Priority.URGENT)) or 0)
+        oldest = await session.scalar(
+            select(func.min(Thread.due_at)).where(
+                Thread.inbox_id == inbox.id, Thread.status == ThreadStatus.OPEN
+            )
+        )
+        pairs = (
+            await session.execute(
+                select(Thread.created_at, Thread.first_response_at).where(
+                    Thread.inbox_id == inbox.id,
+                    Thread.patient_initiated.is_(True),
+                    Thread.created_at >= since,
+                    Thread.first_response_at.is_not(None),
+                )
+            )
+        ).all()
+        hours = sorted((b - a).total_seconds() / 3600 for a, b in pairs if b is not None)
+        out.append(
+            InboxFigures(
+                inbox.id,
+                inbox.name,
+                inbox.response_business_days,
+                open_,
+                unassigned,
+                overdue,
+                urgent,
+                oldest,
+                len(hours),
+                round(hours[len(hours) // 2], 1) if hours else None,
+            )
+        )
+    return out
+
+
 async def export_messaging(session: AsyncSession, principal: Principal, patient_id: int) -> dict[str, Any]:
     """The patient's conversations for the compartment export (identity.service.export_patient audits it)."""
     threads = (
