@@ -27,7 +27,7 @@ from telecare.core.db import as_uow
 from telecare.core.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from telecare.core.time import utc_now
 from telecare.dermatology.models import BodySite, PhotoRole, SkinCase, SkinCaseStatus, SkinOutcome, SkinPhoto
-from telecare.econsult.models import ConsultQueue, ConsultQueueMember
+from telecare.econsult import service as econsult
 from telecare.files import content
 from telecare.files import service as files
 from telecare.identity.models import Patient, User
@@ -122,16 +122,7 @@ class SkinCaseView:
 
 
 def _dermatology_queue_of(user_id: Any, org_id: Any) -> Any:
-    return (
-        select(ConsultQueueMember.id)
-        .join(ConsultQueue, ConsultQueue.id == ConsultQueueMember.queue_id)
-        .where(
-            ConsultQueueMember.user_id == user_id,
-            ConsultQueue.org_id == org_id,
-            ConsultQueue.specialty == SPECIALTY,
-            ConsultQueue.is_active.is_(True),
-        )
-    )
+    return econsult.specialty_membership(user_id, org_id, SPECIALTY)
 
 
 def queue_patients(reach: ReachOf) -> Select[int]:

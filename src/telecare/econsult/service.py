@@ -105,6 +105,22 @@ def queue_patients(reach: ReachOf) -> Select[int]:
     )
 
 
+def specialty_membership(user_id: Any, org_id: Any, specialty: str) -> Select[int]:
+    """SELECT of the caller's membership in the organization's active queue for `specialty` (empty when
+    not a member): other domains whose work a specialty does (dermatology's skin cases) ask it here.
+    `user_id` and `org_id` may be bind parameters."""
+    return (
+        select(ConsultQueueMember.id)
+        .join(ConsultQueue, ConsultQueue.id == ConsultQueueMember.queue_id)
+        .where(
+            ConsultQueueMember.user_id == user_id,
+            ConsultQueue.org_id == org_id,
+            ConsultQueue.specialty == specialty,
+            ConsultQueue.is_active.is_(True),
+        )
+    )
+
+
 # ---- queues ----------------------------------------------------------------------------------------------
 
 

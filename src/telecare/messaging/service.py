@@ -162,14 +162,7 @@ async def create_inbox(
         raise ValidationFailed(
             "An inbox with this slug exists.", errors=[FieldError("slug", "already used")]
         ) from None
-    await access.record_access(
-        session,
-        principal,
-        resource=Resource.INBOX,
-        action=Action.CREATE,
-        patient_id=None,
-        resource_id=inbox.id,
-    )
+    await _audit_inbox(session, principal, inbox.id, Action.CREATE)
     return inbox
 
 
@@ -192,15 +185,7 @@ async def add_member(session: AsyncSession, principal: Principal, *, inbox_id: i
     if not await repo.is_member(session, inbox.id, user_id):
         session.add(InboxMember(org_id=principal.org_id, inbox_id=inbox.id, user_id=user_id))
         await session.flush()
-        await access.record_access(
-            session,
-            principal,
-            resource=Resource.INBOX,
-            action=Action.UPDATE,
-            patient_id=None,
-            resource_id=inbox.id,
-            detail={"added_user_id": user_id},
-        )
+        await _audit_inbox(session, principal, inbox.id, Action.UPDATE, {"added_user_id": user_id})
 
 
 async def remove_member(session: AsyncSession, principal: Principal, *, inbox_id: int, user_id: int) -> None:
@@ -213,15 +198,7 @@ async def remove_member(session: AsyncSession, principal: Principal, *, inbox_id
     ).scalar_one_or_none()
     if member is not None:
         await session.delete(member)
-        await access.record_access(
-            session,
-            principal,
-            resource=Resource.INBOX,
-            action=Action.UPDATE,
-            patient_id=None,
-            resource_id=inbox.id,
-            detail={"removed_user_id": user_id},
-        )
+        await _audit_inbox(session, principal, inbox.id, Action.UPDATE, {"removed_user_id": user_id})
         # The inbox was a care relationship: open sockets of the removed member re-check at once.
         from telecare.auth import sessions
 
@@ -231,6 +208,24 @@ async def remove_member(session: AsyncSession, principal: Principal, *, inbox_id
 async def get_inbox(session: AsyncSession, principal: Principal, *, inbox_id: int) -> Inbox:
     access.reach_for(principal, Resource.INBOX, Action.READ)
     return await _inbox(session, principal, inbox_id)
+
+
+async def _audit_inbox(
+    session: AsyncSession,
+    principal: Principal,
+    inbox_id: int,
+    action: Action,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await access.record_access(
+        session,
+        principal,
+        resource=Resource.INBOX,
+        action=action,
+        patient_id=None,
+        resource_id=inbox_id,
+        detail=detail,
+    )
 
 
 async def list_inboxes(session: AsyncSession, principal: Principal) -> list[Inbox]:
@@ -560,6 +555,21 @@ async def _thread(session: AsyncSession, principal: Principal, thread_id: int, a
     )
 
 
+async def _audit_thread(
+    session: AsyncSession, principal: Principal, thread: Thread, detail: dict[str, Any]
+) -> None:
+    """An update of the thread (assignment, move, close, logged time), audited on its patient."""
+    await access.record_access(
+        session,
+        principal,
+        resource=Resource.COMMUNICATION,
+        action=Action.UPDATE,
+        patient_id=thread.patient_id,
+        resource_id=thread.id,
+        detail=detail,
+    )
+
+
 async def _require_member(session: AsyncSession, principal: Principal, thread: Thread) -> None:
     if not await repo.is_member(session, thread.inbox_id, principal.user_id):
         raise NotInInbox()
@@ -858,15 +868,7 @@ async def assign_thread(
         )
     thread.assigned_user_id = assignee_user_id
     await session.flush()
-    await access.record_access(
-        session,
-        principal,
-        resource=Resource.COMMUNICATION,
-        action=Action.UPDATE,
-        patient_id=thread.patient_id,
-        resource_id=thread.id,
-        detail={"assigned_user_id": assignee_user_id},
-    )
+    await _audit_thread(session, principal, thread, {"assigned_user_id": assignee_user_id})
     _publish(session, thread, "assigned", assigned_user_id=assignee_user_id)
     return thread
 
@@ -881,15 +883,7 @@ async def move_thread(
     old = thread.inbox_id
     thread.inbox_id, thread.assigned_user_id = target.id, None
     await session.flush()
-    await access.record_access(
-        session,
-        principal,
-        resource=Resource.COMMUNICATION,
-        action=Action.UPDATE,
-        patient_id=thread.patient_id,
-        resource_id=thread.id,
-        detail={"from_inbox": old, "to_inbox": target.id},
-    )
+    await _audit_thread(session, principal, thread, {"from_inbox": old, "to_inbox": target.id})
     _publish(session, thread, "moved", from_inbox_id=old)
     return thread
 
@@ -911,15 +905,7 @@ async def close_thread(session: AsyncSession, principal: Principal, *, thread_id
             .values(read_at=now, read_by_user_id=principal.user_id)
         )
     await session.flush()
-    await access.record_access(
-        session,
-        principal,
-        resource=Resource.COMMUNICATION,
-        action=Action.UPDATE,
-        patient_id=thread.patient_id,
-        resource_id=thread.id,
-        detail={"status": "closed"},
-    )
+    await _audit_thread(session, principal, thread, {"status": "closed"})
     _publish(session, thread, "closed")
     return thread
 
@@ -948,15 +934,7 @@ async def log_time(
     )
     session.add(entry)
     await session.flush()
-    await access.record_access(
-        session,
-        principal,
-        resource=Resource.COMMUNICATION,
-        action=Action.UPDATE,
-        patient_id=thread.patient_id,
-        resource_id=thread.id,
-        detail={"minutes": minutes},
-    )
+    await _audit_thread(session, principal, thread, {"minutes": minutes})
     return entry
 
 
