@@ -129,6 +129,38 @@ DOMAINS: tuple[Domain, ...] = (
         care_relationships=("telecare.dermatology.service:queue_patients",),
         exporters=(("skin_cases", "telecare.dermatology.service:export_skin_cases"),),
     ),
+    Domain(
+        "caretasks",
+        models=("telecare.caretasks.models",),
+        routers=("telecare.caretasks.api:router",),
+        pages=("telecare.caretasks.pages:router",),
+        chart_sections=("telecare.caretasks.pages:CHART_SECTIONS",),
+        nav_items=("telecare.caretasks.pages:NAV_ITEMS",),
+    ),
+    Domain(
+        "questionnaires",
+        models=("telecare.questionnaires.models",),
+        routers=("telecare.questionnaires.api:router",),
+        pages=("telecare.questionnaires.pages:router",),
+        chart_sections=("telecare.questionnaires.pages:CHART_SECTIONS",),
+        nav_items=("telecare.questionnaires.pages:NAV_ITEMS",),
+    ),
+    Domain(
+        "triage",
+        models=("telecare.triage.models",),
+        routers=("telecare.triage.api:router",),
+        pages=("telecare.triage.pages:router",),
+        chart_sections=("telecare.triage.pages:CHART_SECTIONS",),
+        nav_items=("telecare.triage.pages:NAV_ITEMS",),
+    ),
+    Domain(
+        "education",
+        models=("telecare.education.models",),
+        routers=("telecare.education.api:router",),
+        pages=("telecare.education.pages:router",),
+        chart_sections=("telecare.education.pages:CHART_SECTIONS",),
+        nav_items=("telecare.education.pages:NAV_ITEMS",),
+    ),
     # FHIR is an adapter over the clinical domains; they never import it.
     Domain("fhir", routers=("telecare.fhir.api:router",)),
 )

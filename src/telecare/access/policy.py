@@ -76,6 +76,11 @@ class Resource(enum.StrEnum):
     CONSULT_QUEUE = "ConsultQueue"  # specialty e-consult queues and their specialists: no patient data
     ECONSULT = "ServiceRequest"  # interprofessional e-consults: request, conversation, answer, time
     SKIN_CASE = "Media"  # store-and-forward dermatology: skin cases, their photos and the answer
+    # Screening, triage and education (issue 10)
+    QUESTIONNAIRE_RESPONSE = "QuestionnaireResponse"  # assigned questionnaires, answers, derived scores
+    CARE_TASK = "Task"  # care-team tasks: the PHQ-9 item-9 safety task, triage call-backs
+    TRIAGE = "ClinicalImpression"  # nurse triage encounters and patient self-triage, with the SBAR note
+    EDUCATION = "DocumentReference"  # education articles assigned to a patient, and their reading
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -99,6 +104,10 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.COMMUNICATION,
         Resource.ECONSULT,
         Resource.SKIN_CASE,
+        Resource.QUESTIONNAIRE_RESPONSE,
+        Resource.CARE_TASK,
+        Resource.TRIAGE,
+        Resource.EDUCATION,
     }
 )
 
@@ -252,6 +261,33 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     Resource.SKIN_CASE: _merge(
         _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
         _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    # Questionnaires. Patients answer their own (create a response, save answers as they go) and read
+    # their history; clinicians caring for the patient assign them (create), read answers and scores and
+    # follow trends. Coordinators see nothing of it: answers are behavioural-health content.
+    Resource.QUESTIONNAIRE_RESPONSE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    # Care-team tasks are raised by the system (a PHQ-9 item-9 answer) or by clinicians; clinicians
+    # caring for the patient list, acknowledge and complete them. A task names the patient, so it is
+    # theirs alone; the patient is told what to do on the screen, not through the task.
+    Resource.CARE_TASK: _merge(
+        _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    # Teletriage: RNs (and physicians) triage by protocol (STCC's authors advise that MAs and LPNs should
+    # not, docs/triage.md); therapists and pharmacists read the note. A patient runs self-triage on their
+    # own record and reads its outcome.
+    Resource.TRIAGE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C),
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
+        _grant((Role.THERAPIST, Role.PHARMACIST), Reach.CARE, R, S),
+    ),
+    # Education assigned to a patient: clinicians assign and see what was read; the patient reads and
+    # marks read (update). The library itself is the project's content, not patient data.
+    Resource.EDUCATION: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, U),
+        _grant(CLINICIANS, Reach.CARE, R, S, C),
     ),
 }
 
