@@ -1,1 +1,2 @@
-"""Patient education: a library of short plain-language articles tagged by condition and triage disposition, assignment by clinicians, reading in the portal (docs/education.md)."""
+"""Patient education: a library of short plain-language articles tagged by condition and triage disposition,
+assignment by clinicians, reading in the portal (docs/education.md)."""

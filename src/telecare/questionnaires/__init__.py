@@ -1,1 +1,3 @@
-"""Questionnaires: FHIR Questionnaire definitions shipped in the package, assignments once or on a schedule, answers saved as they are given (QuestionnaireResponse), scoring and derived observations, and the PHQ-9 item-9 safety rule (docs/questionnaires.md)."""
+"""Questionnaires: FHIR Questionnaire definitions shipped in the package, assignments once or on a schedule,
+answers saved as they are given (QuestionnaireResponse), scoring and derived observations, and the PHQ-9
+item-9 safety rule (docs/questionnaires.md)."""
