@@ -129,6 +129,8 @@ DOMAINS: tuple[Domain, ...] = (
         care_relationships=("telecare.dermatology.service:queue_patients",),
         exporters=(("skin_cases", "telecare.dermatology.service:export_skin_cases"),),
     ),
+    # Care-team tasks: other domains' actions raise them (PHQ-9 item 9, triage); the socket and the sweep
+    # make sure someone acts.
     Domain(
         "caretasks",
         models=("telecare.caretasks.models",),
@@ -136,6 +138,9 @@ DOMAINS: tuple[Domain, ...] = (
         pages=("telecare.caretasks.pages:router",),
         chart_sections=("telecare.caretasks.pages:CHART_SECTIONS",),
         nav_items=("telecare.caretasks.pages:NAV_ITEMS",),
+        care_relationships=("telecare.caretasks.service:task_patients",),
+        exporters=(("care_tasks", "telecare.caretasks.service:export_tasks"),),
+        tasks=("telecare.caretasks.tasks:background_loop",),
     ),
     Domain(
         "questionnaires",
@@ -144,6 +149,7 @@ DOMAINS: tuple[Domain, ...] = (
         pages=("telecare.questionnaires.pages:router",),
         chart_sections=("telecare.questionnaires.pages:CHART_SECTIONS",),
         nav_items=("telecare.questionnaires.pages:NAV_ITEMS",),
+        exporters=(("questionnaires", "telecare.questionnaires.service:export_questionnaires"),),
     ),
     Domain(
         "triage",
@@ -160,6 +166,7 @@ DOMAINS: tuple[Domain, ...] = (
         pages=("telecare.education.pages:router",),
         chart_sections=("telecare.education.pages:CHART_SECTIONS",),
         nav_items=("telecare.education.pages:NAV_ITEMS",),
+        exporters=(("education", "telecare.education.service:export_assignments"),),
     ),
     # FHIR is an adapter over the clinical domains; they never import it.
     Domain("fhir", routers=("telecare.fhir.api:router",)),
