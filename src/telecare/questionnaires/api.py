@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from telecare.auth.dependencies import CurrentPrincipal, DbSession
 from telecare.core.errors import NotAuthenticated, render_error
-from telecare.core.params import BoundedId, PathId
+from telecare.core.params import BoundedId, PathId, QueryId
 from telecare.questionnaires import service
 from telecare.questionnaires.models import QuestionnaireAssignment, QuestionnaireScore
 
@@ -169,6 +169,28 @@ async def start(body: StartBody, session: DbSession, principal: CurrentPrincipal
         "questionnaire": row.questionnaire,
         "status": str(row.status),
     }
+
+
+@router.get("/responses")
+async def search_responses(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    patient_id: QueryId | None = None,
+    status: Annotated[str | None, Query(max_length=12)] = None,
+) -> list[dict[str, Any]]:
+    rows = await service.search_responses(session, principal, patient_id=patient_id, status=status)
+    return [
+        {
+            "id": r.id,
+            "patient_id": r.patient_id,
+            "questionnaire": r.questionnaire,
+            "status": str(r.status),
+            "started_at": r.started_at.isoformat(),
+            "completed_at": r.completed_at.isoformat() if r.completed_at else None,
+            "crisis": r.crisis_at is not None,
+        }
+        for r in rows
+    ]
 
 
 @router.post("/responses/{response_id}/answers")

@@ -510,6 +510,33 @@ async def due_list(session: AsyncSession, principal: Principal, *, within_days: 
     ]
 
 
+async def search_responses(
+    session: AsyncSession, principal: Principal, *, patient_id: int | None = None, status: str | None = None
+) -> list[QuestionnaireAnswerSet]:
+    """Responses of the patients in the caller's reach (a patient: their own), newest first; a patient out
+    of reach gives an empty list. Audited per patient returned."""
+    if status is not None and status not in {str(s) for s in ResponseStatus}:
+        raise ValidationFailed("Unknown status.", errors=[FieldError("status", "in-progress or completed")])
+    scope = access.patient_scope(principal, QR, Action.SEARCH)
+    stmt = select(QuestionnaireAnswerSet).where(
+        QuestionnaireAnswerSet.org_id == principal.org_id,
+        QuestionnaireAnswerSet.patient_id.in_(scope.scalar_subquery()),
+    )
+    if patient_id is not None:
+        stmt = stmt.where(QuestionnaireAnswerSet.patient_id == patient_id)
+    if status is not None:
+        stmt = stmt.where(QuestionnaireAnswerSet.status == status)
+    rows = list((await session.execute(stmt.order_by(QuestionnaireAnswerSet.id.desc()).limit(500))).scalars())
+    await access.record_search(
+        session,
+        principal,
+        resource=QR,
+        patient_ids=[r.patient_id for r in rows],
+        query={"patient_id": patient_id},
+    )
+    return rows
+
+
 # ---- FHIR shapes -----------------------------------------------------------------------------------------
 
 
