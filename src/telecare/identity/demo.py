@@ -337,6 +337,9 @@ async def load(session: AsyncSession, settings: Settings, *, only_if_empty: bool
     from telecare.messaging.demo import seed_demo_messaging
 
     await seed_demo_messaging(session, org.id)
+    from telecare.questionnaires.demo import seed_demo_questionnaires
+
+    await seed_demo_questionnaires(session, org.id)
     await audit.record(
         session,
         audit.SYSTEM_ACTOR,
