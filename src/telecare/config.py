@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # dermatology photo on screen and keeps every stored image below about 1.5 MB.
     image_max_pixels: int = Field(default=50_000_000, gt=0)
     image_max_edge: int = Field(default=2048, ge=64)
+    # docs/triage.md#protocol-format: a directory of the organization's own (licensed) triage protocols.
+    triage_protocol_dir: Path | None = None
 
     # OWASP minimum for argon2id: m >= 19 MiB, t >= 2, p = 1 (docs/security.md#goal-16)
     argon2_time_cost: int = 2

@@ -60,8 +60,10 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
             "My patients",
             "Visits",
             "Waiting room",
+            "Tasks",
             "Messages",
             "E-consults",
+            "Questionnaires",
             "Skin concerns",
             "Monitoring",
             "RPM billing",
@@ -93,6 +95,8 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
         "messages",
         "econsults",
         "skin",
+        "questionnaires",
+        "tasks",
     ]
     care_team = page.locator("[data-section=care-team]")
     expect(care_team).to_contain_text("Dr. Elena Rivera, MD")

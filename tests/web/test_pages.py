@@ -73,7 +73,7 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
     chart_url = f"/patients/{patient.patient_id}"
 
     # The physician: contact, care team, the visits, remote monitoring with the open alert, and the
-    # asynchronous-care sections (messages, e-consults, skin concerns).
+    # asynchronous-care sections (messages, e-consults, skin concerns), questionnaires and tasks.
     await web_login(client, doc)
     page = (await client.get(chart_url)).text
     assert re.findall(r'data-section="([^"]+)"', page) == [
@@ -84,6 +84,8 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
         "messages",
         "econsults",
         "skin",
+        "questionnaires",
+        "tasks",
     ]
     assert "Aggregate-only section" not in page
     assert "2026-12-02 14:00" in page  # the booked visit (UTC)
@@ -102,6 +104,8 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
         "messages",
         "econsults",
         "skin",
+        "questionnaires",
+        "tasks",
     ]
     assert "2026-12-02 14:00" in page
     assert "Blood pressure in crisis range" not in page

@@ -79,8 +79,6 @@ class Resource(enum.StrEnum):
     # Screening, triage and education (issue 10)
     QUESTIONNAIRE_RESPONSE = "QuestionnaireResponse"  # assigned questionnaires, answers, derived scores
     CARE_TASK = "Task"  # care-team tasks: the PHQ-9 item-9 safety task, triage call-backs
-    TRIAGE = "ClinicalImpression"  # nurse triage encounters and patient self-triage, with the SBAR note
-    EDUCATION = "DocumentReference"  # education articles assigned to a patient, and their reading
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -106,8 +104,6 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.SKIN_CASE,
         Resource.QUESTIONNAIRE_RESPONSE,
         Resource.CARE_TASK,
-        Resource.TRIAGE,
-        Resource.EDUCATION,
     }
 )
 
@@ -274,20 +270,6 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     # theirs alone; the patient is told what to do on the screen, not through the task.
     Resource.CARE_TASK: _merge(
         _grant(CLINICIANS, Reach.CARE, R, S, C, U),
-    ),
-    # Teletriage: RNs (and physicians) triage by protocol (STCC's authors advise that MAs and LPNs should
-    # not, docs/triage.md); therapists and pharmacists read the note. A patient runs self-triage on their
-    # own record and reads its outcome.
-    Resource.TRIAGE: _merge(
-        _grant((Role.PATIENT,), Reach.OWN, R, S, C),
-        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
-        _grant((Role.THERAPIST, Role.PHARMACIST), Reach.CARE, R, S),
-    ),
-    # Education assigned to a patient: clinicians assign and see what was read; the patient reads and
-    # marks read (update). The library itself is the project's content, not patient data.
-    Resource.EDUCATION: _merge(
-        _grant((Role.PATIENT,), Reach.OWN, R, S, U),
-        _grant(CLINICIANS, Reach.CARE, R, S, C),
     ),
 }
 

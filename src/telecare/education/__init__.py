@@ -1,2 +1,3 @@
-"""Patient education: a library of short plain-language articles tagged by condition and triage disposition,
-assignment by clinicians, reading in the portal (docs/education.md)."""
+"""Patient education: a library of short plain-language articles tagged by condition and triage
+disposition, checked at load (docs/education.md). Assignment and reading are not built yet
+(docs/education.md#not-built-yet)."""

@@ -1,3 +1,3 @@
-"""Teletriage: protocols written as data, the engine that takes the most urgent disposition any answer
-reaches, nurse triage encounters with the patient's location and an SBAR note, and patient self-triage
-before booking (docs/triage.md)."""
+"""Teletriage: protocols written as data and the engine that takes the most urgent disposition any answer
+reaches (docs/triage.md). Nurse triage encounters and patient self-triage are not built yet
+(docs/triage.md#nurse-triage)."""
