@@ -33,6 +33,9 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         TELECARE_AUDIT_HMAC_KEY=settings.secret("audit_hmac_key"),
         TELECARE_DATA_KEY=settings.secret("data_key"),
         TELECARE_LOG_LEVEL="WARNING",
+        TELECARE_ARGON2_TIME_COST=str(settings.argon2_time_cost),
+        TELECARE_ARGON2_MEMORY_KIB=str(settings.argon2_memory_kib),
+        TELECARE_ARGON2_PARALLELISM=str(settings.argon2_parallelism),
     )
     env.update(extra)
     return env

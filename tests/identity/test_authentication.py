@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from telecare.core.crypto import DecryptionError
 from telecare.core.db import Database
 from telecare.core.time import advance_clock, freeze_clock, utc_now
 from telecare.identity.models import ApiToken, Role, User, WebSession
+from tests.conftest import make_settings
 from tests.factories import (
     PASSWORD,
     Account,
@@ -35,6 +37,21 @@ from tests.factories import (
     token_for,
     web_login,
 )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """This module runs with the production argon2id parameters (the Settings defaults), not the suite's
+    cheap ones (tests/conftest.FAST_ARGON2), so the hashes it checks are the ones a deployment stores."""
+    defaults = Settings.model_fields
+    return make_settings(
+        database_url,
+        tmp_path / "data",
+        argon2_time_cost=defaults["argon2_time_cost"].default,
+        argon2_memory_kib=defaults["argon2_memory_kib"].default,
+        argon2_parallelism=defaults["argon2_parallelism"].default,
+    )
+
 
 STAFF = ["physician", "nurse", "therapist", "pharmacist", "coordinator", "informatics", "admin"]
 COOKIE = "tc_session"
