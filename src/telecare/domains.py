@@ -166,6 +166,7 @@ DOMAINS: tuple[Domain, ...] = (
         pages=("telecare.education.pages:router",),
         chart_sections=("telecare.education.pages:CHART_SECTIONS",),
         nav_items=("telecare.education.pages:NAV_ITEMS",),
+        exporters=(("education", "telecare.education.service:export_education"),),
     ),
     # FHIR is an adapter over the clinical domains; they never import it.
     Domain("fhir", routers=("telecare.fhir.api:router",)),

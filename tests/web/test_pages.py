@@ -85,6 +85,7 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
         "econsults",
         "skin",
         "questionnaires",
+        "education",
         "tasks",
     ]
     assert "Aggregate-only section" not in page
@@ -105,6 +106,7 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
         "econsults",
         "skin",
         "questionnaires",
+        "education",
         "tasks",
     ]
     assert "2026-12-02 14:00" in page

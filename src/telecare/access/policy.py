@@ -79,6 +79,7 @@ class Resource(enum.StrEnum):
     # Screening, triage and education (issue 10)
     QUESTIONNAIRE_RESPONSE = "QuestionnaireResponse"  # assigned questionnaires, answers, derived scores
     CARE_TASK = "Task"  # care-team tasks: the PHQ-9 item-9 safety task, triage call-backs
+    EDUCATION = "EducationAssignment"  # articles given to a patient and the record of their reading
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -104,6 +105,7 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.SKIN_CASE,
         Resource.QUESTIONNAIRE_RESPONSE,
         Resource.CARE_TASK,
+        Resource.EDUCATION,
     }
 )
 
@@ -270,6 +272,14 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     # theirs alone; the patient is told what to do on the screen, not through the task.
     Resource.CARE_TASK: _merge(
         _grant(CLINICIANS, Reach.CARE, R, S, C, U),
+    ),
+    # Education assignments. Clinicians caring for the patient give articles (create) and see what was
+    # read; the patient lists and reads their own and records that they read one (update: the reading
+    # record is theirs alone to write). Which article a patient was given says something about their
+    # health, so coordinators see none of it.
+    Resource.EDUCATION: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, U),
+        _grant(CLINICIANS, Reach.CARE, R, S, C),
     ),
 }
 

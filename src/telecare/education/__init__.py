@@ -1,3 +1,3 @@
 """Patient education: a library of short plain-language articles tagged by condition and triage
-disposition, checked at load (docs/education.md). Assignment and reading are not built yet
-(docs/education.md#not-built-yet)."""
+disposition, checked at load; clinicians give articles to patients and the patient's reading is recorded
+(docs/education.md)."""
