@@ -158,6 +158,7 @@ DOMAINS: tuple[Domain, ...] = (
         pages=("telecare.triage.pages:router",),
         chart_sections=("telecare.triage.pages:CHART_SECTIONS",),
         nav_items=("telecare.triage.pages:NAV_ITEMS",),
+        exporters=(("triage", "telecare.triage.service:export_triage"),),
     ),
     Domain(
         "education",

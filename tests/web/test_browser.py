@@ -96,6 +96,7 @@ def test_clinician_enrols_totp_then_answers_the_challenge_and_sees_only_their_pa
         "econsults",
         "skin",
         "questionnaires",
+        "triage",
         "education",
         "tasks",
     ]

@@ -85,6 +85,7 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
         "econsults",
         "skin",
         "questionnaires",
+        "triage",
         "education",
         "tasks",
     ]
@@ -106,6 +107,7 @@ async def test_chart_sections_render_only_for_roles_the_policy_allows(
         "econsults",
         "skin",
         "questionnaires",
+        "triage",
         "education",
         "tasks",
     ]

@@ -80,6 +80,7 @@ class Resource(enum.StrEnum):
     QUESTIONNAIRE_RESPONSE = "QuestionnaireResponse"  # assigned questionnaires, answers, derived scores
     CARE_TASK = "Task"  # care-team tasks: the PHQ-9 item-9 safety task, triage call-backs
     EDUCATION = "EducationAssignment"  # articles given to a patient and the record of their reading
+    TRIAGE = "TriageEncounter"  # nurse triage and patient self-triage: location, answers, disposition, SBAR
 
 
 # Resources whose records belong to one patient (the patient compartment).
@@ -106,6 +107,7 @@ PATIENT_COMPARTMENT = frozenset(
         Resource.QUESTIONNAIRE_RESPONSE,
         Resource.CARE_TASK,
         Resource.EDUCATION,
+        Resource.TRIAGE,
     }
 )
 
@@ -280,6 +282,14 @@ POLICY: dict[Resource, dict[Role, dict[Action, Reach]]] = {
     Resource.EDUCATION: _merge(
         _grant((Role.PATIENT,), Reach.OWN, R, S, U),
         _grant(CLINICIANS, Reach.CARE, R, S, C),
+    ),
+    # Triage. The patient triages themselves before booking (create, answer: update) and reads their own;
+    # clinicians caring for the patient read the outcome. Running a nurse triage (create, answer, sign
+    # the SBAR note) is for nurses and physicians (docs/triage.md#nurse-triage); coordinators see nothing.
+    Resource.TRIAGE: _merge(
+        _grant((Role.PATIENT,), Reach.OWN, R, S, C, U),
+        _grant(CLINICIANS, Reach.CARE, R, S),
+        _grant((Role.PHYSICIAN, Role.NURSE), Reach.CARE, R, S, C, U),
     ),
 }
 

@@ -1,3 +1,3 @@
-"""Teletriage: protocols written as data and the engine that takes the most urgent disposition any answer
-reaches (docs/triage.md). Nurse triage encounters and patient self-triage are not built yet
-(docs/triage.md#nurse-triage)."""
+"""Teletriage: protocols written as data and the engine that takes the most urgent disposition reached
+(docs/triage.md), nurse triage encounters (location first, SBAR note, the disposition acted on) and patient
+self-triage before booking."""
