@@ -340,6 +340,9 @@ async def load(session: AsyncSession, settings: Settings, *, only_if_empty: bool
     from telecare.questionnaires.demo import seed_demo_questionnaires
 
     await seed_demo_questionnaires(session, org.id)
+    from telecare.education.demo import seed_demo_education
+
+    await seed_demo_education(session, org.id)
     await audit.record(
         session,
         audit.SYSTEM_ACTOR,
